@@ -1,0 +1,105 @@
+// One signature per kernel and one table of function pointers per CPU variant (ref, avx2, avx512, neon, neon_dotprod).
+// The scalar reference (ref/) is the specification; every SIMD variant computes the same thing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "floe/blocks.h"
+
+namespace floe {
+
+// Quantize n floats (n % 32 == 0) into n/32 activation blocks (block_q8_0 or block_q8_1).
+using quantize_fn = void (*)(const float* x, void* y, int64_t n);
+
+// Tile of dot products: out[c * ldo + r] = dot(W row r, A row c) for r < nr, c < nc.
+// n values per row; W rows are ldw bytes apart, A rows lda bytes apart. W holds the weight type, A the
+// weight type's activation type (type_traits(w).activation: q8_0, q8_1 or f32).
+using gemm_fn = void (*)(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc,
+                         float* out, size_t ldo);
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]   (out may alias x)
+using rmsnorm_fn = void (*)(float* out, const float* x, const float* weight, int64_t n, float eps);
+// x = softmax(x) in place (max-subtracted; -inf entries give 0)
+using softmax_fn = void (*)(float* x, int64_t n);
+// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g))   (out may alias gate or up)
+using swiglu_fn = void (*)(float* out, const float* gate, const float* up, int64_t n);
+// Rotate n_heads heads of head_dim values in place by the table cs = {cos0, sin0, cos1, sin1, ...}
+// (head_dim/2 pairs, see rope_table). neox = false: pairs (x[2i], x[2i+1]) (llama); true: (x[i], x[i+d/2]).
+using rope_fn = void (*)(float* x, int n_heads, int head_dim, const float* cs, bool neox);
+
+struct Kernels {
+    const char* name;
+    quantize_fn quantize_q8_0;
+    quantize_fn quantize_q8_1;
+    gemm_fn gemm_q4_0;  // W q4_0, A q8_0
+    gemm_fn gemm_q4_1;  // W q4_1, A q8_1
+    gemm_fn gemm_q8_0;  // W q8_0, A q8_0
+    gemm_fn gemm_f16;   // W f16,  A f32
+    gemm_fn gemm_f32;   // W f32,  A f32
+    rmsnorm_fn rmsnorm;
+    softmax_fn softmax;
+    swiglu_fn swiglu;
+    rope_fn rope;
+
+    gemm_fn gemm(QType w) const;            // nullptr for types with no weight kernel (q8_1)
+    quantize_fn quantize(QType act) const;  // nullptr for f32 activations
+};
+
+// Variant tables. A variant compiled out of this build returns nullptr; being compiled in does not mean
+// the CPU can run it: use available_variants().
+const Kernels& kernels_ref();
+const Kernels* kernels_avx2();
+const Kernels* kernels_avx512();
+const Kernels* kernels_neon();
+const Kernels* kernels_neon_dotprod();
+
+// CPU features seen by the probe (dispatch.cpp).
+struct CpuFeatures {
+    bool avx2 = false, fma = false, f16c = false;
+    bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
+    bool neon = false, dotprod = false, fp16 = false, i8mm = false;
+    const char* arch = "unknown";
+};
+const CpuFeatures& cpu_features();
+
+// Variants this CPU can run, best first; ref is always last.
+std::vector<const Kernels*> available_variants();
+// Chosen once: the best available, or ref when FLOE_FORCE_REF=1.
+const Kernels& active_kernels();
+// Lookup among available variants by name; nullptr if unknown or not runnable here.
+const Kernels* find_variant(const char* name);
+
+// Precomputed RoPE table for one position: head_dim/2 (cos, sin) pairs with
+// theta_i = pos * base^(-2i/head_dim), computed as llama.cpp does (theta *= theta_scale in float).
+void rope_table(float* cs, int64_t pos, int head_dim, float base);
+
+// ---- the reference kernels, and scalar helpers shared by every variant (the tails of SIMD loops) -----
+namespace ref {
+void gemm_q4_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+void gemm_q4_1(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+void gemm_q8_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+void gemm_f16(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+void gemm_f32(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
+void softmax(float* x, int64_t n);
+void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox);
+void quantize_q8_0(const float* x, void* y, int64_t n);
+void quantize_q8_1(const float* x, void* y, int64_t n);
+void quantize_q4_0(const float* x, void* y, int64_t n);  // weights: quantizers used by the Python API
+void quantize_q4_1(const float* x, void* y, int64_t n);
+void quantize_f16(const float* x, void* y, int64_t n);
+void dequantize(QType t, const void* x, float* y, int64_t n);
+float dot_f32(int64_t n, const float* x, const float* y);
+float dot_f16_f32(int64_t n, const fp16_t* x, const float* y);
+float sum_squares(int64_t n, const float* x);
+float max_f32(int64_t n, const float* x);
+float exp_sub_sum(float* x, int64_t n, float m);  // x = exp(x - m), returns the sum
+void mul_scalar(float* x, int64_t n, float s);
+void scale(float* out, const float* x, const float* weight, float s, int64_t n);  // out = x * s * weight
+float silu(float x);
+void swiglu(float* out, const float* gate, const float* up, int64_t n);
+void rope_head(float* x, int head_dim, const float* cs, bool neox, int first_pair);  // pairs from first_pair on
+}  // namespace ref
+
+}  // namespace floe

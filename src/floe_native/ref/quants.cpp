@@ -1,0 +1,133 @@
+// Reference quantizers: the same arithmetic as ggml's quantize_row_*_ref (and gguf.quants), byte for byte.
+#include <algorithm>
+#include <cmath>
+
+#include "floe/kernels.h"
+
+namespace floe::ref {
+
+namespace {
+float absmax(const float* x) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    return amax;
+}
+}  // namespace
+
+void quantize_q8_0(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<block_q8_0*>(vy);
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        const float d = absmax(x) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+    }
+}
+
+void quantize_q8_1(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<block_q8_1*>(vy);
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        const float d = absmax(x) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK; ++j) {
+            y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+            sum += y[i].qs[j];
+        }
+        y[i].d = fp32_to_fp16(d);
+        y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
+    }
+}
+
+void quantize_q4_0(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<block_q4_0*>(vy);
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        float amax = 0.0f, max = 0.0f;  // max keeps its sign: the scale maps it to -8
+        for (int j = 0; j < QK; ++j) {
+            if (std::fabs(x[j]) > amax) {
+                amax = std::fabs(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK / 2; ++j) {
+            const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
+            const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + QK / 2] * id + 8.5f)));
+            y[i].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+        }
+    }
+}
+
+void quantize_q4_1(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<block_q4_1*>(vy);
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK; ++j) {
+            min = std::fmin(min, x[j]);
+            max = std::fmax(max, x[j]);
+        }
+        const float d = (max - min) / 15.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        y[i].m = fp32_to_fp16(min);
+        for (int j = 0; j < QK / 2; ++j) {
+            const int lo = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
+            const int hi = std::min(15, static_cast<int>(static_cast<int8_t>((x[j + QK / 2] - min) * id + 0.5f)));
+            y[i].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+        }
+    }
+}
+
+void quantize_f16(const float* x, void* vy, int64_t n) {
+    auto* y = static_cast<fp16_t*>(vy);
+    for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+
+void dequantize(QType t, const void* vx, float* y, int64_t n) {
+    switch (t) {
+        case QType::F32:
+            std::memcpy(y, vx, static_cast<size_t>(n) * sizeof(float));
+            return;
+        case QType::F16:
+            for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(static_cast<const fp16_t*>(vx)[i]);
+            return;
+        case QType::Q4_0:
+            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+                const auto& b = static_cast<const block_q4_0*>(vx)[i];
+                const float d = fp16_to_fp32(b.d);
+                for (int j = 0; j < QK / 2; ++j) {
+                    y[j] = static_cast<float>((b.qs[j] & 0x0f) - 8) * d;
+                    y[j + QK / 2] = static_cast<float>((b.qs[j] >> 4) - 8) * d;
+                }
+            }
+            return;
+        case QType::Q4_1:
+            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+                const auto& b = static_cast<const block_q4_1*>(vx)[i];
+                const float d = fp16_to_fp32(b.d), m = fp16_to_fp32(b.m);
+                for (int j = 0; j < QK / 2; ++j) {
+                    y[j] = static_cast<float>(b.qs[j] & 0x0f) * d + m;
+                    y[j + QK / 2] = static_cast<float>(b.qs[j] >> 4) * d + m;
+                }
+            }
+            return;
+        case QType::Q8_0:
+            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+                const auto& b = static_cast<const block_q8_0*>(vx)[i];
+                const float d = fp16_to_fp32(b.d);
+                for (int j = 0; j < QK; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
+            }
+            return;
+        case QType::Q8_1:
+            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+                const auto& b = static_cast<const block_q8_1*>(vx)[i];
+                const float d = fp16_to_fp32(b.d);
+                for (int j = 0; j < QK; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
+            }
+            return;
+    }
+}
+
+}  // namespace floe::ref

@@ -1,0 +1,102 @@
+"""Quantized matvec/matmul of every variant against a float64 numpy evaluation of the same blocks."""
+
+import numpy as np
+import pytest
+
+from floe_edge import kernels
+
+ACTIVATION = {"q4_0": "q8_0", "q4_1": "q8_1", "q8_0": "q8_0", "f16": "f32", "f32": "f32"}
+SHAPES = [(1, 32), (7, 64), (16, 96), (33, 576), (100, 1536)]
+
+
+def expected(w_buf: np.ndarray, qtype: str, rows: int, cols: int, x: np.ndarray) -> np.ndarray:
+    """The exact result of the kernel's math: dequantized weights times dequantized (quantized) activations."""
+    w = kernels.dequantize(w_buf, qtype, rows * cols).reshape(rows, cols).astype(np.float64)
+    act = ACTIVATION[qtype]
+    xs = x.reshape(-1, cols)
+    if act != "f32":
+        xs = np.stack([kernels.dequantize(kernels.quantize(r, act, variant="ref"), act, cols) for r in xs])
+    y = xs.astype(np.float64) @ w.T
+    if qtype == "q4_1":  # q8_1 carries s = d*sum(q) rounded to fp16: ggml's dot uses that rounded sum
+        q = kernels.quantize(x.reshape(-1, cols), "q8_1", variant="ref").reshape(xs.shape[0], -1, 36)
+        d_s = q[:, :, :4].copy().view(np.float16).astype(np.float64)  # (n, blocks, 2): d, s
+        exact_s = xs.reshape(xs.shape[0], -1, 32).sum(axis=2)
+        m = w_buf.reshape(rows, -1, 20)[:, :, 2:4].copy().view(np.float16).astype(np.float64)[:, :, 0]
+        y += (d_s[:, :, 1] - exact_s) @ m.T
+    return y
+
+
+def magnitude(w_buf, qtype, rows, cols, x) -> np.ndarray:
+    w = np.abs(kernels.dequantize(w_buf, qtype, rows * cols).reshape(rows, cols).astype(np.float64))
+    return np.abs(x.reshape(-1, cols)).astype(np.float64) @ w.T
+
+
+@pytest.mark.parametrize("qtype", sorted(ACTIVATION))
+@pytest.mark.parametrize("variant", kernels.variants())
+@pytest.mark.parametrize("rows, cols", SHAPES)
+def test_matvec(qtype: str, variant: str, rows: int, cols: int, rng: np.random.Generator) -> None:
+    w_buf = kernels.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+    x = rng.standard_normal(cols).astype(np.float32)
+    got = kernels.matvec(w_buf, qtype, rows, cols, x, variant=variant)
+    assert got.shape == (rows,) and got.dtype == np.float32
+    tol = 2e-5 * magnitude(w_buf, qtype, rows, cols, x)[0] + 1e-6
+    np.testing.assert_array_less(np.abs(got - expected(w_buf, qtype, rows, cols, x)[0]), tol)
+
+
+@pytest.mark.parametrize("qtype", sorted(ACTIVATION))
+@pytest.mark.parametrize("variant", kernels.variants())
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 64])
+def test_matmul(qtype: str, variant: str, n: int, rng: np.random.Generator) -> None:
+    rows, cols = 67, 256
+    w_buf = kernels.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    got = kernels.matmul(w_buf, qtype, rows, cols, x, variant=variant, threads=2)
+    assert got.shape == (n, rows)
+    tol = 2e-5 * magnitude(w_buf, qtype, rows, cols, x) + 1e-6
+    np.testing.assert_array_less(np.abs(got - expected(w_buf, qtype, rows, cols, x)), tol)
+    # each row of the product is the matvec of that activation row
+    for i in (0, n - 1):
+        np.testing.assert_allclose(got[i], kernels.matvec(w_buf, qtype, rows, cols, x[i], variant=variant),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_threads_give_same_result(threads: int, rng: np.random.Generator) -> None:
+    rows, cols = 1000, 576
+    w_buf = kernels.quantize(rng.standard_normal((rows, cols)).astype(np.float32), "q4_1")
+    x = rng.standard_normal(cols).astype(np.float32)
+    one = kernels.matvec(w_buf, "q4_1", rows, cols, x, threads=1)
+    np.testing.assert_allclose(kernels.matvec(w_buf, "q4_1", rows, cols, x, threads=threads), one,
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(qtype="q4_0", cols=48), "multiple of 32"),
+        (dict(qtype="q9_9"), "unknown qtype"),
+        (dict(qtype="q8_1"), "activation format"),
+        (dict(rows=0), "positive"),
+        (dict(w=np.zeros(10, np.uint8)), "w_buf"),
+        (dict(w=np.zeros(4 * 36, np.float32)), "uint8"),
+        (dict(x=np.zeros(64, np.float64)), "float32"),
+        (dict(x=np.zeros(32, np.float32)), "x has 32"),
+        (dict(threads=0), "threads"),
+        (dict(variant="nope"), "not available"),
+    ],
+)
+def test_matvec_bad_input(kwargs: dict, message: str) -> None:
+    args = dict(w=np.zeros(4 * 36, np.uint8), qtype="q4_0", rows=4, cols=64, x=np.zeros(64, np.float32),
+                variant=None, threads=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        kernels.matvec(args["w"], args["qtype"], args["rows"], args["cols"], args["x"], variant=args["variant"],
+                       threads=args["threads"])
+
+
+def test_matmul_bad_shape() -> None:
+    w = np.zeros(4 * 36, np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        kernels.matmul(w, "q4_0", 4, 64, np.zeros(64, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        kernels.matmul(w, "q4_0", 4, 64, np.zeros((2, 32), np.float32))

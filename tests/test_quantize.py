@@ -1,0 +1,128 @@
+"""Quantization is byte-identical to the gguf package's reference quantizers (= ggml's *_ref functions)."""
+
+import gguf
+import numpy as np
+import pytest
+from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from floe_edge import kernels
+
+GGUF_TYPES = {
+    "q4_0": gguf.GGMLQuantizationType.Q4_0,
+    "q4_1": gguf.GGMLQuantizationType.Q4_1,
+    "q8_0": gguf.GGMLQuantizationType.Q8_0,
+}
+
+
+def gguf_reference(x: np.ndarray, qtype: str) -> np.ndarray:
+    """gguf.quants' bytes, with one documented difference from ggml's C reference that we follow: for a q4_0
+    block of zeros, ggml computes d = max / -8 with max starting at +0.0, giving d = -0.0 (0x8000) even for a
+    block of -0.0 values, where gguf's numpy takes the signed -0.0 and writes +0.0. Both decode to zeros."""
+    want = gguf_quantize(x.reshape(1, -1), GGUF_TYPES[qtype]).reshape(-1).copy()
+    if qtype == "q4_0":
+        blocks = want.reshape(-1, 18)
+        zero = np.all(x.reshape(-1, 32) == 0, axis=1)
+        blocks[zero, 0:2] = np.array([0, 0x80], np.uint8)
+    return want
+
+
+def edge_cases() -> list[np.ndarray]:
+    ties = np.array([127.0] + [(k + 0.5) * (-1) ** k for k in range(31)], dtype=np.float32)  # roundf ties
+    return [
+        np.zeros(64, np.float32),
+        -np.zeros(32, np.float32),
+        np.full(32, 7.25, np.float32),  # constant block: q4_1 d == 0
+        np.array([1e-30] * 32, np.float32),  # scale underflows fp16
+        np.array([6.0e4, -6.0e4] * 16, np.float32),  # near fp16 max
+        np.linspace(-1, 1, 96, dtype=np.float32),
+        ties,
+        np.array([-8.0] + [1.0] * 31, np.float32),  # q4_0: negative extreme sets the sign of d
+    ]
+
+
+@pytest.mark.parametrize("qtype", sorted(GGUF_TYPES))
+@pytest.mark.parametrize("variant", kernels.variants())
+def test_quantize_matches_gguf(qtype: str, variant: str, rng: np.random.Generator) -> None:
+    for x in edge_cases() + [rng.standard_normal(4096).astype(np.float32) * s for s in (1e-3, 1.0, 300.0)]:
+        want = gguf_reference(x, qtype)
+        got = kernels.quantize(x, qtype, variant=variant)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("qtype", sorted(GGUF_TYPES))
+def test_dequantize_matches_gguf(qtype: str, rng: np.random.Generator) -> None:
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    buf = kernels.quantize(x, qtype)
+    want = gguf_dequantize(buf.reshape(8, -1), GGUF_TYPES[qtype]).reshape(-1)
+    np.testing.assert_array_equal(kernels.dequantize(buf, qtype, x.size), want)
+
+
+@given(
+    arrays(np.float32, st.sampled_from([32, 64, 160]), elements=st.floats(-1e4, 1e4, width=32)),
+    st.sampled_from(sorted(GGUF_TYPES)),
+)
+@settings(max_examples=200, deadline=None)
+def test_quantize_property(x: np.ndarray, qtype: str) -> None:
+    want = gguf_reference(x, qtype)
+    for variant in kernels.variants():
+        np.testing.assert_array_equal(kernels.quantize(x, qtype, variant=variant), want)
+
+
+def numpy_q8_1(x: np.ndarray) -> np.ndarray:
+    """ggml's quantize_row_q8_1_ref in numpy: q8_0's blocks plus s = d * sum(q) as fp16."""
+    blocks = x.reshape(-1, 32)
+    d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    v = blocks * inv
+    q = (np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))).astype(np.int8)  # roundf
+    exact = np.abs(v - np.trunc(v)) != np.float32(0.5)
+    q = np.where(exact, q, (np.trunc(v) + np.sign(v)).astype(np.int8))
+    s = (q.astype(np.int32).sum(axis=1, keepdims=True).astype(np.float32) * d).astype(np.float16)
+    return np.concatenate(
+        [d.astype(np.float16).view(np.uint8), s.view(np.uint8), q.view(np.uint8)], axis=1
+    ).reshape(-1)
+
+
+@pytest.mark.parametrize("variant", kernels.variants())
+def test_q8_1_matches_numpy_reference(variant: str, rng: np.random.Generator) -> None:
+    for x in edge_cases() + [rng.standard_normal(2048).astype(np.float32) * 5]:
+        np.testing.assert_array_equal(kernels.quantize(x, "q8_1", variant=variant), numpy_q8_1(x))
+
+
+def test_f16_matches_numpy(rng: np.random.Generator) -> None:
+    x = np.concatenate([rng.standard_normal(1000) * 1e3, [65519.0, 65520.0, 1e-8, -0.0, np.inf]]).astype(np.float32)
+    np.testing.assert_array_equal(kernels.quantize(x, "f16"), x.astype(np.float16).view(np.uint8))
+    np.testing.assert_array_equal(kernels.dequantize(kernels.quantize(x, "f16"), "f16", x.size),
+                                  x.astype(np.float16).astype(np.float32))
+
+
+def test_row_bytes() -> None:
+    assert kernels.row_bytes("q4_0", 64) == 36
+    assert kernels.row_bytes("q8_1", 32) == 36
+    with pytest.raises(ValueError, match="multiple of 32"):
+        kernels.row_bytes("q4_1", 33)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: kernels.quantize(np.zeros(32, np.float64), "q8_0"), "float32"),
+        (lambda: kernels.quantize(np.zeros(33, np.float32), "q8_0"), "multiple of 32"),
+        (lambda: kernels.quantize(np.zeros(32, np.float32), "q5_k"), "unknown qtype"),
+        (lambda: kernels.quantize(np.zeros((32, 2), np.float32)[:, 0], "q8_0"), "C-contiguous"),
+        (lambda: kernels.quantize(np.zeros(32, ">f4"), "q8_0"), "float32"),
+        (lambda: kernels.quantize(np.zeros(32, np.float32), "q8_0", variant="sse9"), "not available"),
+        (lambda: kernels.dequantize(np.zeros(17, np.uint8), "q4_0", 32), "expected 18"),
+        (lambda: kernels.dequantize(np.zeros(18, np.int8), "q4_0", 32), "uint8"),
+        (lambda: kernels.dequantize(np.zeros(18, np.uint8), "q4_0", 31), "multiple of 32"),
+    ],
+)
+def test_bad_input_raises_value_error(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
