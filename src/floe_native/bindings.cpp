@@ -135,8 +135,11 @@ py::array_t<float> copy_f32(const py::array& x, const char* what) {
 
 }  // namespace
 
+void bind_gguf(py::module_& m);  // bind_gguf.cpp
+
 PYBIND11_MODULE(_native, m) {
-    m.doc() = "floe-edge native kernels (quantized matvec, f32 ops) with runtime CPU dispatch";
+    m.doc() = "floe-edge native core: kernels with runtime CPU dispatch, GGUF reader";
+    bind_gguf(m);
 
     m.def("variants", [] {
         std::vector<std::string> out;
