@@ -15,10 +15,10 @@ def expected(w_buf: np.ndarray, qtype: str, rows: int, cols: int, x: np.ndarray)
     act = ACTIVATION[qtype]
     xs = x.reshape(-1, cols)
     if act != "f32":
-        xs = np.stack([kernels.dequantize(kernels.quantize(r, act, variant="ref"), act, cols) for r in xs])
+        xs = np.stack([kernels.dequantize(kernels.quantize_activations(r, act), act, cols) for r in xs])
     y = xs.astype(np.float64) @ w.T
     if qtype == "q4_1":  # q8_1 carries s = d*sum(q) rounded to fp16: ggml's dot uses that rounded sum
-        q = kernels.quantize(x.reshape(-1, cols), "q8_1", variant="ref").reshape(xs.shape[0], -1, 36)
+        q = kernels.quantize_activations(x.reshape(-1, cols), "q8_1").reshape(xs.shape[0], -1, 36)
         d_s = q[:, :, :4].copy().view(np.float16).astype(np.float64)  # (n, blocks, 2): d, s
         exact_s = xs.reshape(xs.shape[0], -1, 32).sum(axis=2)
         m = w_buf.reshape(rows, -1, 20)[:, :, 2:4].copy().view(np.float16).astype(np.float64)[:, :, 0]

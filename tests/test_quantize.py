@@ -73,26 +73,37 @@ def test_quantize_property(x: np.ndarray, qtype: str) -> None:
         np.testing.assert_array_equal(kernels.quantize(x, qtype, variant=variant), want)
 
 
-def numpy_q8_1(x: np.ndarray) -> np.ndarray:
-    """ggml's quantize_row_q8_1_ref in numpy: q8_0's blocks plus s = d * sum(q) as fp16."""
+def numpy_activations(x: np.ndarray, with_sum: bool) -> np.ndarray:
+    """ggml's SIMD quantize_row_q8_0/q8_1 in numpy: d = amax/127, q = rint(x * (127/amax)) (half to even),
+    q8_1 adds s = d * sum(q); scales as fp16."""
     blocks = x.reshape(-1, 32)
-    d = np.abs(blocks).max(axis=1, keepdims=True) / np.float32(127)
+    amax = np.abs(blocks).max(axis=1, keepdims=True)
+    d = amax / np.float32(127)
     with np.errstate(divide="ignore"):
-        inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
-    v = blocks * inv
-    q = (np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))).astype(np.int8)  # roundf
-    exact = np.abs(v - np.trunc(v)) != np.float32(0.5)
-    q = np.where(exact, q, (np.trunc(v) + np.sign(v)).astype(np.int8))
-    s = (q.astype(np.int32).sum(axis=1, keepdims=True).astype(np.float32) * d).astype(np.float16)
-    return np.concatenate(
-        [d.astype(np.float16).view(np.uint8), s.view(np.uint8), q.view(np.uint8)], axis=1
-    ).reshape(-1)
+        inv = np.where(amax == 0, np.float32(0), np.float32(127) / amax).astype(np.float32)
+    q = np.rint(blocks * inv).astype(np.int8)
+    parts = [d.astype(np.float16).view(np.uint8)]
+    if with_sum:
+        s = (q.astype(np.int32).sum(axis=1, keepdims=True).astype(np.float32) * d).astype(np.float16)
+        parts.append(s.view(np.uint8))
+    return np.concatenate(parts + [q.view(np.uint8)], axis=1).reshape(-1)
 
 
 @pytest.mark.parametrize("variant", kernels.variants())
-def test_q8_1_matches_numpy_reference(variant: str, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("qtype", ["q8_0", "q8_1"])
+def test_activation_quantizer_matches_numpy(variant: str, qtype: str, rng: np.random.Generator) -> None:
     for x in edge_cases() + [rng.standard_normal(2048).astype(np.float32) * 5]:
-        np.testing.assert_array_equal(kernels.quantize(x, "q8_1", variant=variant), numpy_q8_1(x))
+        want = numpy_activations(x, qtype == "q8_1")
+        np.testing.assert_array_equal(kernels.quantize_activations(x, qtype, variant=variant), want)
+    np.testing.assert_array_equal(kernels.quantize(x, "q8_1"), numpy_activations(x, True))
+
+
+def test_activation_ties_round_to_even() -> None:
+    x = np.array([127.0, 2.5, -2.5, 3.5, 0.5] + [0.0] * 27, np.float32)  # scale 1: exact ties
+    q = kernels.quantize_activations(x, "q8_0")[2:7].view(np.int8)
+    assert q.tolist() == [127, 2, -2, 4, 0]
+    w = kernels.quantize(x, "q8_0")[2:7].view(np.int8)  # weights: ggml's reference rounds half away from zero
+    assert w.tolist() == [127, 3, -3, 4, 1]
 
 
 def test_f16_matches_numpy(rng: np.random.Generator) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "matmul",
     "matvec",
     "quantize",
+    "quantize_activations",
     "rmsnorm",
     "rope",
     "row_bytes",
@@ -62,8 +63,18 @@ def row_bytes(qtype: QType, n: int) -> int:
 
 
 def quantize(x: npt.NDArray[np.float32], qtype: QType, variant: Optional[str] = None) -> npt.NDArray[np.uint8]:
-    """Quantize float32 values (any shape, flattened in C order) to ggml blocks."""
+    """Quantize float32 values (any shape, flattened in C order) to ggml blocks, as ggml's reference quantizers
+    (byte-identical to gguf.quants). q8_1, an activation-only format, uses the activation quantizer."""
     return _native.quantize(x, qtype, variant)
+
+
+def quantize_activations(
+    x: npt.NDArray[np.float32], qtype: Literal["q8_0", "q8_1"], variant: Optional[str] = None
+) -> npt.NDArray[np.uint8]:
+    """Quantize activations as matvec does before the dot products, and as ggml's SIMD quantize_row_q8_0/q8_1:
+    q = round-half-to-even(x * 127 / amax). Ties are frequent in real activations, so this (not ggml's scalar
+    reference, which rounds half away from zero) is what makes results track llama.cpp."""
+    return _native.quantize_activations(x, qtype, variant)
 
 
 def dequantize(buf: npt.NDArray[np.uint8], qtype: QType, n: int) -> npt.NDArray[np.float32]:

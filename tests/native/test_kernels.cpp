@@ -51,7 +51,7 @@ std::vector<uint8_t> make_weights(QType t, int rows, int64_t cols) {
     switch (t) {
         case QType::Q4_0: ref::quantize_q4_0(f.data(), w.data(), rows * cols); break;
         case QType::Q4_1: ref::quantize_q4_1(f.data(), w.data(), rows * cols); break;
-        case QType::Q8_0: ref::quantize_q8_0(f.data(), w.data(), rows * cols); break;
+        case QType::Q8_0: ref::quantize_q8_0_weights(f.data(), w.data(), rows * cols); break;
         case QType::F16: ref::quantize_f16(f.data(), w.data(), rows * cols); break;
         default: std::memcpy(w.data(), f.data(), w.size());
     }
@@ -108,7 +108,7 @@ TEST(quantize_activations_byte_identical) {
             std::vector<float> x = random_floats(n, 3.0f);
             if (n >= 96) {
                 std::fill(x.begin(), x.begin() + 32, 0.0f);  // zero block
-                x[32] = 127.0f;  // scale 1: the others land exactly on .5 ties of roundf
+                x[32] = 127.0f;  // scale 1: the others land exactly on .5 ties
                 for (int j = 33; j < 64; ++j) x[j] = (j % 2 ? 1.0f : -1.0f) * (static_cast<float>(j - 33) + 0.5f);
                 x[64] = 3.0e38f;
                 x[65] = -3.0e38f;

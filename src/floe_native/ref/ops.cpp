@@ -5,9 +5,9 @@
 
 namespace floe::ref {
 
-float sum_squares(int64_t n, const float* x) {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; ++i) sum += x[i] * x[i];
+double sum_squares(int64_t n, const float* x) {
+    double sum = 0.0;  // squares in float, summed in double: as ggml's rms_norm, so activations match llama.cpp's
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
     return sum;
 }
 
@@ -16,7 +16,8 @@ void scale(float* out, const float* x, const float* weight, float s, int64_t n) 
 }
 
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
-    const float s = 1.0f / std::sqrt(sum_squares(n, x) / static_cast<float>(n) + eps);
+    const float mean = static_cast<float>(sum_squares(n, x) / static_cast<double>(n));
+    const float s = 1.0f / std::sqrt(mean + eps);
     scale(out, x, weight, s, n);
 }
 

@@ -1,4 +1,4 @@
-// Reference quantizers: the same arithmetic as ggml's quantize_row_*_ref (and gguf.quants), byte for byte.
+// Reference quantizers: weights exactly as ggml's quantize_row_*_ref (= gguf.quants), activations as ggml's SIMD paths.
 #include <algorithm>
 #include <cmath>
 
@@ -14,28 +14,44 @@ float absmax(const float* x) {
 }
 }  // namespace
 
-void quantize_q8_0(const float* x, void* vy, int64_t n) {
+// Activation quantizers (the kernel table's): as ggml's SIMD quantize_row_q8_0/q8_1 run on x86 and ARM, which
+// round half to even with id = 127 / amax, not like its scalar quantize_row_*_ref (roundf, id = 1 / d). Ties are
+// common in real activations (they derive from quantized weights), so this choice decides whether our logits
+// track llama.cpp's.
+namespace {
+template <bool WithSum, typename Block>
+void quantize_activations(const float* x, Block* y, int64_t n) {
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+        const float amax = absmax(x);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK; ++j) {
+            y[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));  // default rounding mode: half to even
+            sum += y[i].qs[j];
+        }
+        y[i].d = fp32_to_fp16(d);
+        if constexpr (WithSum) y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
+    }
+}
+}  // namespace
+
+void quantize_q8_0(const float* x, void* y, int64_t n) {
+    quantize_activations<false>(x, static_cast<block_q8_0*>(y), n);
+}
+
+void quantize_q8_1(const float* x, void* y, int64_t n) {
+    quantize_activations<true>(x, static_cast<block_q8_1*>(y), n);
+}
+
+// Weight quantizers: ggml's quantize_row_*_ref, byte for byte as gguf.quants.
+void quantize_q8_0_weights(const float* x, void* vy, int64_t n) {
     auto* y = static_cast<block_q8_0*>(vy);
     for (int64_t i = 0; i < n / QK; ++i, x += QK) {
         const float d = absmax(x) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
-    }
-}
-
-void quantize_q8_1(const float* x, void* vy, int64_t n) {
-    auto* y = static_cast<block_q8_1*>(vy);
-    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
-        const float d = absmax(x) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < QK; ++j) {
-            y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
-            sum += y[i].qs[j];
-        }
-        y[i].d = fp32_to_fp16(d);
-        y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
     }
 }
 

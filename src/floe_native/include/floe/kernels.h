@@ -9,7 +9,8 @@
 
 namespace floe {
 
-// Quantize n floats (n % 32 == 0) into n/32 activation blocks (block_q8_0 or block_q8_1).
+// Quantize n floats (n % 32 == 0) into n/32 activation blocks (block_q8_0 or block_q8_1), as ggml's SIMD
+// quantize_row_q8_0/q8_1: d = amax / 127, q = round-half-even(x * (127 / amax)), q8_1: s = fp16(d * sum(q)).
 using quantize_fn = void (*)(const float* x, void* y, int64_t n);
 
 // Tile of dot products: out[c * ldo + r] = dot(W row r, A row c) for r < nr, c < nc.
@@ -18,7 +19,7 @@ using quantize_fn = void (*)(const float* x, void* y, int64_t n);
 using gemm_fn = void (*)(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc,
                          float* out, size_t ldo);
 
-// out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]   (out may alias x)
+// out[i] = x[i] * (1 / sqrt(mean(x^2) + eps)) * weight[i], mean summed in double as ggml does (out may alias x)
 using rmsnorm_fn = void (*)(float* out, const float* x, const float* weight, int64_t n, float eps);
 // x = softmax(x) in place (max-subtracted; -inf entries give 0)
 using softmax_fn = void (*)(float* x, int64_t n);
@@ -84,15 +85,17 @@ void gemm_f32(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
 void softmax(float* x, int64_t n);
 void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox);
-void quantize_q8_0(const float* x, void* y, int64_t n);
+void quantize_q8_0(const float* x, void* y, int64_t n);  // activations (see quantize_fn)
 void quantize_q8_1(const float* x, void* y, int64_t n);
-void quantize_q4_0(const float* x, void* y, int64_t n);  // weights: quantizers used by the Python API
+// Weights: ggml's quantize_row_*_ref, byte-identical to gguf.quants (q8_0 weights round half away from zero).
+void quantize_q8_0_weights(const float* x, void* y, int64_t n);
+void quantize_q4_0(const float* x, void* y, int64_t n);
 void quantize_q4_1(const float* x, void* y, int64_t n);
 void quantize_f16(const float* x, void* y, int64_t n);
 void dequantize(QType t, const void* x, float* y, int64_t n);
 float dot_f32(int64_t n, const float* x, const float* y);
 float dot_f16_f32(int64_t n, const fp16_t* x, const float* y);
-float sum_squares(int64_t n, const float* x);
+double sum_squares(int64_t n, const float* x);  // float squares, double sum (as ggml)
 float max_f32(int64_t n, const float* x);
 float exp_sub_sum(float* x, int64_t n, float m);  // x = exp(x - m), returns the sum
 void mul_scalar(float* x, int64_t n, float s);

@@ -1,0 +1,160 @@
+// The forward pass, top to bottom (shapes for a batch of n tokens):
+//   x[n][dim] = embed(tokens)
+//   per layer:  h = rmsnorm(x) ; q,k,v = h Wq, h Wk, h Wv ; rope(q, k) ; cache k, v
+//               att = softmax(q K^T / sqrt(hd)) V (causal, GQA) ; x += att Wo
+//               h = rmsnorm(x) ; x += (silu(h Wgate) * h Wup) Wdown
+//   logits = rmsnorm(x) Wout
+#include "floe/decoder.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "floe/matmul.h"
+
+namespace floe {
+
+namespace {
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// out[d] += w * v[d] for an f16 row v.
+void axpy_f16(float* out, float w, const fp16_t* v, int n) {
+    for (int d = 0; d < n; ++d) out[d] += w * fp16_to_fp32(v[d]);
+}
+
+}  // namespace
+
+Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, const Kernels& kernels)
+    : model_(std::move(model)), k_(kernels), n_ctx_(n_ctx), pool_(n_threads), kv_(nullptr, std::free) {
+    const ModelConfig& c = config();
+    if (n_ctx < 1 || n_ctx > (1 << 20)) throw std::invalid_argument("n_ctx must be in 1..1048576");
+    if (n_threads < 1 || n_threads > 256) throw std::invalid_argument("threads must be in 1..256");
+    const size_t kv_values = static_cast<size_t>(c.n_layers) * static_cast<size_t>(n_ctx) * c.kv_dim() * 2;
+    kv_.reset(static_cast<fp16_t*>(std::calloc(kv_values, sizeof(fp16_t))));
+    if (!kv_) throw std::bad_alloc();
+    const size_t B = kMaxBatch;
+    x_.resize(B * c.dim);
+    xb_.resize(B * c.dim);
+    q_.resize(B * c.dim);
+    kv_new_.resize(B * c.kv_dim() * 2);
+    att_.resize(B * c.dim);
+    hb_.resize(B * c.ffn_dim);
+    hb2_.resize(B * c.ffn_dim);
+    scores_.resize(static_cast<size_t>(pool_.size()) * n_ctx);
+    cs_.resize(B * c.head_dim);
+}
+
+fp16_t* Decoder::k_cache(int layer, int pos) const {
+    const ModelConfig& c = config();
+    return kv_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * c.kv_dim() * 2;
+}
+
+fp16_t* Decoder::v_cache(int layer, int pos) const { return k_cache(layer, pos) + config().kv_dim(); }
+
+void Decoder::truncate(int n_past) {
+    if (n_past < 0 || n_past > n_past_) throw std::invalid_argument("truncate: n_past must be in 0..n_past()");
+    n_past_ = n_past;
+}
+
+void Decoder::eval(const int32_t* tokens, int n, float* logits, bool all_logits, const std::atomic<bool>* cancel,
+                   int64_t deadline_ns) {
+    const ModelConfig& c = config();
+    if (n < 1) throw std::invalid_argument("eval needs at least one token");
+    for (int i = 0; i < n; ++i)
+        if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
+            throw std::invalid_argument("token id " + std::to_string(tokens[i]) + " is outside the vocabulary (0.." +
+                                        std::to_string(c.n_vocab - 1) + ")");
+    if (n > n_ctx_ - n_past_)
+        throw ContextFull("context full: " + std::to_string(n_past_) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
+                          std::to_string(n_ctx_));
+    for (int done = 0; done < n; done += kMaxBatch) {
+        const int b = std::min(kMaxBatch, n - done);
+        float* out = all_logits ? logits + static_cast<size_t>(done) * c.n_vocab : logits;
+        // only the pass holding the last token produces logits unless all are wanted
+        const bool want = all_logits || done + b == n;
+        forward(tokens + done, b, n_past_ + done, want ? out : nullptr, all_logits, cancel, deadline_ns);
+    }
+    n_past_ += n;
+}
+
+void Decoder::forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits,
+                      const std::atomic<bool>* cancel, int64_t deadline_ns) {
+    const ModelConfig& c = config();
+    const Model& m = *model_;
+    const int dim = c.dim, kv_dim = c.kv_dim(), hd = c.head_dim;
+    const Weight& embd = m.token_embd();
+    for (int i = 0; i < n; ++i)
+        ref::dequantize(embd.type, static_cast<const char*>(embd.data) + row_size(embd.type, dim) * tokens[i],
+                        &x_[static_cast<size_t>(i) * dim], dim);
+    for (int i = 0; i < n; ++i) rope_table(&cs_[static_cast<size_t>(i) * hd], pos + i, hd, c.rope_base);
+
+    float* k_new = kv_new_.data();
+    float* v_new = kv_new_.data() + static_cast<size_t>(n) * kv_dim;
+    for (int l = 0; l < c.n_layers; ++l) {
+        if ((cancel && cancel->load(std::memory_order_relaxed)) || (deadline_ns && now_ns() > deadline_ns))
+            throw Cancelled("evaluation cancelled at layer " + std::to_string(l));
+        const LayerWeights& w = m.layer(l);
+
+        for (int i = 0; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.attn_norm, dim, c.rms_eps);
+        const MatmulJob qkv[] = {{w.wq.type, w.wq.data, dim, q_.data(), static_cast<size_t>(dim)},
+                                 {w.wk.type, w.wk.data, kv_dim, k_new, static_cast<size_t>(kv_dim)},
+                                 {w.wv.type, w.wv.data, kv_dim, v_new, static_cast<size_t>(kv_dim)}};
+        matmul_jobs(k_, qkv, 3, dim, xb_.data(), n, pool_, scratch_);
+        for (int i = 0; i < n; ++i) {
+            const float* cs = &cs_[static_cast<size_t>(i) * hd];
+            k_.rope(&q_[i * dim], c.n_heads, hd, cs, c.rope_neox);
+            k_.rope(&k_new[i * kv_dim], c.n_kv_heads, hd, cs, c.rope_neox);
+            ref::quantize_f16(&k_new[i * kv_dim], k_cache(l, pos + i), kv_dim);
+            ref::quantize_f16(&v_new[i * kv_dim], v_cache(l, pos + i), kv_dim);
+        }
+        attention(l, n, pos);
+        matmul(k_, w.wo.type, w.wo.data, dim, dim, att_.data(), n, xb_.data(), pool_, scratch_);
+        for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
+
+        for (int i = 0; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.ffn_norm, dim, c.rms_eps);
+        const MatmulJob gate_up[] = {{w.w_gate.type, w.w_gate.data, c.ffn_dim, hb_.data(), static_cast<size_t>(c.ffn_dim)},
+                                     {w.w_up.type, w.w_up.data, c.ffn_dim, hb2_.data(), static_cast<size_t>(c.ffn_dim)}};
+        matmul_jobs(k_, gate_up, 2, dim, xb_.data(), n, pool_, scratch_);
+        k_.swiglu(hb_.data(), hb_.data(), hb2_.data(), static_cast<int64_t>(n) * c.ffn_dim);
+        matmul(k_, w.w_down.type, w.w_down.data, dim, c.ffn_dim, hb_.data(), n, xb_.data(), pool_, scratch_);
+        for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
+    }
+    if (logits == nullptr) return;
+    const int first = all_logits ? 0 : n - 1;  // rows that need logits
+    for (int i = first; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], m.output_norm(), dim, c.rms_eps);
+    const Weight& out = m.output();
+    matmul(k_, out.type, out.data, c.n_vocab, dim, &xb_[static_cast<size_t>(first) * dim], n - first, logits, pool_,
+           scratch_);
+}
+
+// Causal GQA attention of the batch's n queries (positions pos..pos+n-1) over the cache, heads split across threads.
+void Decoder::attention(int layer, int n, int pos) {
+    const ModelConfig& c = config();
+    const int hd = c.head_dim, kv_dim = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int tasks = n * c.n_heads;
+    pool_.run([&](int tid, int nth) {
+        float* scores = &scores_[static_cast<size_t>(tid) * n_ctx_];
+        for (int task = tid; task < tasks; task += nth) {
+            const int i = task / c.n_heads, h = task % c.n_heads, kvh = h / group;
+            const int len = pos + i + 1;  // keys 0..pos+i
+            // q and the probabilities are rounded to f16 as llama.cpp's f16 KV path does, so logits track it.
+            float* q = &q_[static_cast<size_t>(i) * c.dim + h * hd];
+            for (int d = 0; d < hd; ++d) q[d] = fp16_to_fp32(fp32_to_fp16(q[d]));
+            k_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * 2 * sizeof(fp16_t), len, q, 0, 1, scores, 0);
+            for (int t = 0; t < len; ++t) scores[t] *= scale;
+            k_.softmax(scores, len);
+            for (int t = 0; t < len; ++t) scores[t] = fp16_to_fp32(fp32_to_fp16(scores[t]));
+            float* out = &att_[static_cast<size_t>(i) * c.dim + h * hd];
+            std::fill(out, out + hd, 0.0f);
+            for (int t = 0; t < len; ++t) axpy_f16(out, scores[t], v_cache(layer, t) + kvh * hd, hd);
+        }
+    });
+}
+
+}  // namespace floe

@@ -1,0 +1,65 @@
+// llama-architecture forward pass with an f16 KV cache: batched prefill and multi-token evaluation over a
+// thread pool, every buffer preallocated, a cancel flag and deadline checked between layers.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "floe/kernels.h"
+#include "floe/model.h"
+#include "floe/threadpool.h"
+
+namespace floe {
+
+class ContextFull : public std::length_error {
+public:
+    using std::length_error::length_error;
+};
+class Cancelled : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class Decoder {
+public:
+    Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, const Kernels& kernels = active_kernels());
+
+    const ModelConfig& config() const { return model_->config(); }
+    int n_ctx() const { return n_ctx_; }
+    int n_past() const { return n_past_; }
+    int n_threads() const { return pool_.size(); }
+
+    // Run n tokens at positions n_past()..n_past()+n-1 and append them to the KV cache. Writes the logits of
+    // every position (n x n_vocab) when all_logits, else of the last one only. If cancel becomes true or the
+    // steady clock passes deadline_ns (0 = none) the call throws Cancelled and the cache is left as it was.
+    void eval(const int32_t* tokens, int n, float* logits, bool all_logits, const std::atomic<bool>* cancel = nullptr,
+              int64_t deadline_ns = 0);
+
+    // Forget positions from n_past on (e.g. rejected draft tokens); n_past <= n_past().
+    void truncate(int n_past);
+
+private:
+    static constexpr int kMaxBatch = 64;  // tokens per forward pass; longer inputs run in several passes
+
+    void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits,
+                 const std::atomic<bool>* cancel, int64_t deadline_ns);
+    void attention(int layer, int n, int pos);
+    fp16_t* k_cache(int layer, int pos) const;
+    fp16_t* v_cache(int layer, int pos) const;
+
+    std::shared_ptr<const Model> model_;
+    const Kernels& k_;
+    int n_ctx_;
+    int n_past_ = 0;
+    ThreadPool pool_;
+
+    // KV cache: [layer][position][kv_dim] f16, calloc'ed so untouched positions cost no resident memory.
+    std::unique_ptr<fp16_t, void (*)(void*)> kv_;
+    // Activations for up to kMaxBatch tokens.
+    std::vector<float> x_, xb_, q_, kv_new_, att_, hb_, hb2_, scores_, cs_;
+    std::vector<uint8_t> scratch_;
+};
+
+}  // namespace floe
