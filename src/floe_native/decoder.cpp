@@ -22,21 +22,25 @@ int64_t now_ns() {
         .count();
 }
 
-// out[d] += w * v[d] for an f16 row v.
-void axpy_f16(float* out, float w, const fp16_t* v, int n) {
-    for (int d = 0; d < n; ++d) out[d] += w * fp16_to_fp32(v[d]);
+fp16_t* calloc_f16(size_t n) {
+    auto* p = static_cast<fp16_t*>(std::calloc(n, sizeof(fp16_t)));
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
 }
+
+float round_to_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
 
 }  // namespace
 
 Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, const Kernels& kernels)
-    : model_(std::move(model)), k_(kernels), n_ctx_(n_ctx), pool_(n_threads), kv_(nullptr, std::free) {
+    : model_(std::move(model)), kern_(kernels), n_ctx_(n_ctx), pool_(n_threads), kcache_(nullptr, std::free),
+      vcache_(nullptr, std::free) {
     const ModelConfig& c = config();
     if (n_ctx < 1 || n_ctx > (1 << 20)) throw std::invalid_argument("n_ctx must be in 1..1048576");
     if (n_threads < 1 || n_threads > 256) throw std::invalid_argument("threads must be in 1..256");
-    const size_t kv_values = static_cast<size_t>(c.n_layers) * static_cast<size_t>(n_ctx) * c.kv_dim() * 2;
-    kv_.reset(static_cast<fp16_t*>(std::calloc(kv_values, sizeof(fp16_t))));
-    if (!kv_) throw std::bad_alloc();
+    const size_t cache_values = static_cast<size_t>(c.n_layers) * static_cast<size_t>(n_ctx) * c.kv_dim();
+    kcache_.reset(calloc_f16(cache_values));
+    vcache_.reset(calloc_f16(cache_values));
     const size_t B = kMaxBatch;
     x_.resize(B * c.dim);
     xb_.resize(B * c.dim);
@@ -50,11 +54,12 @@ Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, c
 }
 
 fp16_t* Decoder::k_cache(int layer, int pos) const {
-    const ModelConfig& c = config();
-    return kv_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * c.kv_dim() * 2;
+    return kcache_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * config().kv_dim();
 }
 
-fp16_t* Decoder::v_cache(int layer, int pos) const { return k_cache(layer, pos) + config().kv_dim(); }
+fp16_t* Decoder::v_cache(int layer, int dim) const {
+    return vcache_.get() + (static_cast<size_t>(layer) * config().kv_dim() + dim) * n_ctx_;
+}
 
 void Decoder::truncate(int n_past) {
     if (n_past < 0 || n_past > n_past_) throw std::invalid_argument("truncate: n_past must be in 0..n_past()");
@@ -100,35 +105,35 @@ void Decoder::forward(const int32_t* tokens, int n, int pos, float* logits, bool
             throw Cancelled("evaluation cancelled at layer " + std::to_string(l));
         const LayerWeights& w = m.layer(l);
 
-        for (int i = 0; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.attn_norm, dim, c.rms_eps);
+        for (int i = 0; i < n; ++i) kern_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.attn_norm, dim, c.rms_eps);
         const MatmulJob qkv[] = {{w.wq.type, w.wq.data, dim, q_.data(), static_cast<size_t>(dim)},
                                  {w.wk.type, w.wk.data, kv_dim, k_new, static_cast<size_t>(kv_dim)},
                                  {w.wv.type, w.wv.data, kv_dim, v_new, static_cast<size_t>(kv_dim)}};
-        matmul_jobs(k_, qkv, 3, dim, xb_.data(), n, pool_, scratch_);
+        matmul_jobs(kern_, qkv, 3, dim, xb_.data(), n, pool_, scratch_);
         for (int i = 0; i < n; ++i) {
             const float* cs = &cs_[static_cast<size_t>(i) * hd];
-            k_.rope(&q_[i * dim], c.n_heads, hd, cs, c.rope_neox);
-            k_.rope(&k_new[i * kv_dim], c.n_kv_heads, hd, cs, c.rope_neox);
+            kern_.rope(&q_[i * dim], c.n_heads, hd, cs, c.rope_neox);
+            kern_.rope(&k_new[i * kv_dim], c.n_kv_heads, hd, cs, c.rope_neox);
             ref::quantize_f16(&k_new[i * kv_dim], k_cache(l, pos + i), kv_dim);
-            ref::quantize_f16(&v_new[i * kv_dim], v_cache(l, pos + i), kv_dim);
+            for (int d = 0; d < kv_dim; ++d) v_cache(l, d)[pos + i] = fp32_to_fp16(v_new[i * kv_dim + d]);
         }
         attention(l, n, pos);
-        matmul(k_, w.wo.type, w.wo.data, dim, dim, att_.data(), n, xb_.data(), pool_, scratch_);
+        matmul(kern_, w.wo.type, w.wo.data, dim, dim, att_.data(), n, xb_.data(), pool_, scratch_);
         for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
 
-        for (int i = 0; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.ffn_norm, dim, c.rms_eps);
+        for (int i = 0; i < n; ++i) kern_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.ffn_norm, dim, c.rms_eps);
         const MatmulJob gate_up[] = {{w.w_gate.type, w.w_gate.data, c.ffn_dim, hb_.data(), static_cast<size_t>(c.ffn_dim)},
                                      {w.w_up.type, w.w_up.data, c.ffn_dim, hb2_.data(), static_cast<size_t>(c.ffn_dim)}};
-        matmul_jobs(k_, gate_up, 2, dim, xb_.data(), n, pool_, scratch_);
-        k_.swiglu(hb_.data(), hb_.data(), hb2_.data(), static_cast<int64_t>(n) * c.ffn_dim);
-        matmul(k_, w.w_down.type, w.w_down.data, dim, c.ffn_dim, hb_.data(), n, xb_.data(), pool_, scratch_);
+        matmul_jobs(kern_, gate_up, 2, dim, xb_.data(), n, pool_, scratch_);
+        kern_.swiglu(hb_.data(), hb_.data(), hb2_.data(), static_cast<int64_t>(n) * c.ffn_dim);
+        matmul(kern_, w.w_down.type, w.w_down.data, dim, c.ffn_dim, hb_.data(), n, xb_.data(), pool_, scratch_);
         for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
     }
     if (logits == nullptr) return;
     const int first = all_logits ? 0 : n - 1;  // rows that need logits
-    for (int i = first; i < n; ++i) k_.rmsnorm(&xb_[i * dim], &x_[i * dim], m.output_norm(), dim, c.rms_eps);
+    for (int i = first; i < n; ++i) kern_.rmsnorm(&xb_[i * dim], &x_[i * dim], m.output_norm(), dim, c.rms_eps);
     const Weight& out = m.output();
-    matmul(k_, out.type, out.data, c.n_vocab, dim, &xb_[static_cast<size_t>(first) * dim], n - first, logits, pool_,
+    matmul(kern_, out.type, out.data, c.n_vocab, dim, &xb_[static_cast<size_t>(first) * dim], n - first, logits, pool_,
            scratch_);
 }
 
@@ -145,14 +150,14 @@ void Decoder::attention(int layer, int n, int pos) {
             const int len = pos + i + 1;  // keys 0..pos+i
             // q and the probabilities are rounded to f16 as llama.cpp's f16 KV path does, so logits track it.
             float* q = &q_[static_cast<size_t>(i) * c.dim + h * hd];
-            for (int d = 0; d < hd; ++d) q[d] = fp16_to_fp32(fp32_to_fp16(q[d]));
-            k_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * 2 * sizeof(fp16_t), len, q, 0, 1, scores, 0);
+            for (int d = 0; d < hd; ++d) q[d] = round_to_f16(q[d]);
+            kern_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * sizeof(fp16_t), len, q, 0, 1, scores, 0);
             for (int t = 0; t < len; ++t) scores[t] *= scale;
-            k_.softmax(scores, len);
-            for (int t = 0; t < len; ++t) scores[t] = fp16_to_fp32(fp32_to_fp16(scores[t]));
+            kern_.softmax(scores, len);
+            for (int t = 0; t < len; ++t) scores[t] = round_to_f16(scores[t]);
+            // out[d] = sum_t p[t] V[t][d]: a gemm over the transposed V rows of this head
             float* out = &att_[static_cast<size_t>(i) * c.dim + h * hd];
-            std::fill(out, out + hd, 0.0f);
-            for (int t = 0; t < len; ++t) axpy_f16(out, scores[t], v_cache(layer, t) + kvh * hd, hd);
+            kern_.gemm_f16(len, v_cache(layer, kvh * hd), n_ctx_ * sizeof(fp16_t), hd, scores, 0, 1, out, 0);
         }
     });
 }

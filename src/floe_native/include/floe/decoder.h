@@ -46,17 +46,18 @@ private:
     void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits,
                  const std::atomic<bool>* cancel, int64_t deadline_ns);
     void attention(int layer, int n, int pos);
-    fp16_t* k_cache(int layer, int pos) const;
-    fp16_t* v_cache(int layer, int pos) const;
+    fp16_t* k_cache(int layer, int pos) const;  // K row of a position: kv_dim values
+    fp16_t* v_cache(int layer, int dim) const;  // V transposed: one row of n_ctx positions per kv dimension
 
     std::shared_ptr<const Model> model_;
-    const Kernels& k_;
+    const Kernels& kern_;
     int n_ctx_;
     int n_past_ = 0;
     ThreadPool pool_;
 
-    // KV cache: [layer][position][kv_dim] f16, calloc'ed so untouched positions cost no resident memory.
-    std::unique_ptr<fp16_t, void (*)(void*)> kv_;
+    // KV cache in f16, calloc'ed so untouched parts cost no resident memory: K as [layer][position][kv_dim],
+    // V transposed as [layer][kv_dim][n_ctx] (as llama.cpp), so attention's weighted sum is a row-major gemm.
+    std::unique_ptr<fp16_t, void (*)(void*)> kcache_, vcache_;
     // Activations for up to kMaxBatch tokens.
     std::vector<float> x_, xb_, q_, kv_new_, att_, hb_, hb2_, scores_, cs_;
     std::vector<uint8_t> scratch_;

@@ -1,0 +1,173 @@
+"""NativeSLM: the edge small language model on the native decoder (GGUF, llama architecture)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _native
+from .sampling import Sampler, log_softmax
+
+__all__ = ["GeneratedToken", "GenerationStats", "ModelClosedError", "NativeSLM"]
+
+ContextOverflowError = _native.ContextOverflowError
+
+
+class ModelClosedError(RuntimeError):
+    """The model was closed; create a new one."""
+
+
+@dataclass
+class GeneratedToken:
+    id: int
+    text: str  # the complete UTF-8 characters this token finishes (may be "" mid-character)
+    logprob: float
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    token_ms: list[float] = field(default_factory=list)
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens evaluated per second after the prompt (one eval per generated token but the last)."""
+        return len(self.token_ms) / (self.decode_ms / 1e3) if self.decode_ms > 0 else 0.0
+
+
+class NativeSLM:
+    """A GGUF model on floe-edge's native decoder: weights used in place from the mmap, f16 KV cache.
+
+    eval() appends tokens to the KV cache and returns their logits; reset()/truncate() rewind it.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], threads: int = 1, n_ctx: int = 2048,
+                 variant: Optional[str] = None) -> None:
+        self.path = Path(path)
+        self._model = _native.Model(str(self.path))
+        self._decoder = _native.Decoder(self._model, n_ctx=n_ctx, threads=threads, variant=variant)
+        self._tokenizer = _native.Tokenizer.from_gguf(str(self.path))
+        self._metadata: Optional[dict[str, object]] = None
+        self.last_stats = GenerationStats()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._decoder = None
+        self._model = None
+
+    def __enter__(self) -> "NativeSLM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> "_native.Decoder":
+        if self._decoder is None:
+            raise ModelClosedError(f"model {self.path.name} is closed")
+        return self._decoder
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return int(self._tokenizer.n_vocab)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._live().n_ctx)
+
+    @property
+    def n_past(self) -> int:
+        return int(self._live().n_past)
+
+    @property
+    def config(self) -> dict[str, object]:
+        if self._model is None:
+            raise ModelClosedError(f"model {self.path.name} is closed")
+        return dict(self._model.config)
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        """GGUF metadata (read once, lazily: the vocabulary arrays are large)."""
+        if self._metadata is None:
+            self._metadata = _native.GGUFFile(str(self.path)).metadata
+        return self._metadata
+
+    @property
+    def tokenizer(self) -> "_native.Tokenizer":
+        return self._tokenizer
+
+    # -- tokens ----------------------------------------------------------------------------------
+    def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = True) -> list[int]:
+        return list(self._tokenizer.tokenize(text, add_bos, special))
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> bytes:
+        return bytes(self._tokenizer.detokenize(list(ids), special))
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval(self, ids: Sequence[int], logits: Literal["all", "last"] = "all",
+             timeout_s: Optional[float] = None) -> npt.NDArray[np.float32]:
+        """Evaluate ids after the cached tokens: logits (len(ids), n_vocab), or (n_vocab,) with logits="last".
+        Raises ContextOverflowError when the context is full, _native.Cancelled on timeout or cancel()."""
+        if logits not in ("all", "last"):
+            raise ValueError("logits must be 'all' or 'last'")
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError("ids must be a non-empty 1-D sequence of token ids")
+        if arr.min() < 0 or arr.max() >= self.n_vocab:
+            raise ValueError(f"token ids must be in 0..{self.n_vocab - 1}")
+        return self._live().eval(arr.astype(np.int32), logits == "all", timeout_s)
+
+    def cancel(self) -> None:
+        """Stop a running eval (from another thread) at the next layer."""
+        self._live().cancel()
+
+    def reset(self) -> None:
+        self._live().reset()
+
+    def truncate(self, n_past: int) -> None:
+        self._live().truncate(n_past)
+
+    # -- generation ------------------------------------------------------------------------------
+    def generate(self, prompt: Union[str, Sequence[int]], n: int = 64, sampler: Optional[Sampler] = None,
+                 stop_at_eog: bool = True) -> Iterator[GeneratedToken]:
+        """Stream up to n tokens after prompt (text or ids), from an empty cache. Stats land in last_stats."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        sampler = sampler or Sampler()
+        ids = self.tokenize(prompt) if isinstance(prompt, (str, bytes)) else list(prompt)
+        if not ids:
+            raise ValueError("empty prompt")
+        if len(ids) + n > self.n_ctx:
+            raise ContextOverflowError(f"prompt ({len(ids)}) + n ({n}) exceed n_ctx {self.n_ctx}")
+        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
+        self.reset()
+        t0 = time.perf_counter()
+        logits = self.eval(ids, logits="last")
+        stats.prefill_ms = (time.perf_counter() - t0) * 1e3
+        stream = _native.StreamDecoder(self._tokenizer)
+        history = list(ids)
+        for i in range(n):
+            token = sampler(logits, history)
+            if stop_at_eog and self._tokenizer.is_eog(token):
+                break
+            history.append(token)
+            stats.generated_tokens += 1
+            yield GeneratedToken(token, stream.feed(token), float(log_softmax(logits)[token]))
+            if i + 1 == n:
+                break
+            t = time.perf_counter()
+            logits = self.eval([token], logits="last")
+            stats.token_ms.append((time.perf_counter() - t) * 1e3)
+            stats.decode_ms += stats.token_ms[-1]
+        tail = stream.flush()
+        if tail:  # bytes of an unfinished UTF-8 character at the end, as U+FFFD: not a token of its own
+            yield GeneratedToken(-1, tail, 0.0)
