@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace floe {
@@ -47,6 +48,34 @@ private:
 };
 
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF): keys and tensor names must be text,
+// so that every consumer (and Python) can take them as strings.
+bool valid_utf8(const std::string& s) {
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const size_t n = s.size();
+    size_t i = 0;
+    while (i < n) {
+        const unsigned c = p[i];
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+        if (c < 0x80) { ++i; continue; }
+        if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c == 0xE0) { len = 3; lo = 0xA0; }
+        else if (c == 0xED) { len = 3; hi = 0x9F; }
+        else if (c >= 0xE1 && c <= 0xEF) len = 3;
+        else if (c == 0xF0) { len = 4; lo = 0x90; }
+        else if (c >= 0xF1 && c <= 0xF3) len = 4;
+        else if (c == 0xF4) { len = 4; hi = 0x8F; }
+        else return false;
+        if (n - i < len) return false;
+        if (p[i + 1] < lo || p[i + 1] > hi) return false;
+        for (size_t k = 2; k < len; ++k)
+            if ((p[i + k] & 0xC0) != 0x80) return false;
+        i += len;
+    }
+    return true;
+}
 
 // Bytes a value of this type takes at least in the file (0 for unknown types).
 uint64_t min_encoded_size(GGUFType t) {
@@ -143,6 +172,10 @@ GGUFFile::GGUFFile(const std::string& path, const GGUFLimits& limits) {
         ::close(fd);
         throw GGUFError(path + " is not a regular file");
     }
+    if (static_cast<uint64_t>(st.st_size) > SIZE_MAX) {  // 32-bit targets
+        ::close(fd);
+        throw GGUFError(path + " is too large to map on this platform");
+    }
     size_ = static_cast<size_t>(st.st_size);
     if (size_ > 0) {
         void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -171,9 +204,11 @@ GGUFFile::~GGUFFile() {
 
 void GGUFFile::parse(const GGUFLimits& limits) {
     Cursor c(base_, size_);
-    if (size_ < 4 || std::memcmp(base_, "GGUF", 4) != 0) fail("bad magic (not a GGUF file)");
+    if (size_ == 0) fail("empty file");
+    if (std::memcmp(base_, "GGUF", std::min<size_t>(size_, 4)) != 0) fail("bad magic (not a GGUF file)");
     c.read<uint32_t>("magic");
     version_ = c.read<uint32_t>("version");
+    if (version_ == 0x02000000u || version_ == 0x03000000u) fail("big-endian GGUF files are not supported");
     if (version_ != 2 && version_ != 3) fail("unsupported version " + std::to_string(version_) + " (need 2 or 3)");
     const uint64_t n_tensors = c.read<uint64_t>("tensor count");
     const uint64_t n_kv = c.read<uint64_t>("metadata count");
@@ -185,8 +220,9 @@ void GGUFFile::parse(const GGUFLimits& limits) {
 
     uint64_t held = 0;
     for (uint64_t i = 0; i < n_kv; ++i) {
-        std::string key = c.read_string("metadata key", 1u << 16);
+        std::string key = c.read_string("metadata key", 65535);  // spec: at most 2^16-1 bytes
         if (key.empty()) fail("empty metadata key");
+        if (!valid_utf8(key)) fail("metadata key is not valid UTF-8");
         held += key.size();
         GGUFValue v = read_value(c, limits, &held);
         if (held > limits.max_metadata_bytes) fail("metadata exceeds the size limit");
@@ -203,8 +239,9 @@ void GGUFFile::parse(const GGUFLimits& limits) {
     tensors_.reserve(static_cast<size_t>(n_tensors));
     for (uint64_t i = 0; i < n_tensors; ++i) {
         GGUFTensor t;
-        t.name = c.read_string("tensor name", 63);
+        t.name = c.read_string("tensor name", 63);  // ggml: GGML_MAX_NAME = 64 with the terminating NUL
         if (t.name.empty()) fail("empty tensor name");
+        if (!valid_utf8(t.name)) fail("tensor name is not valid UTF-8");
         const uint32_t n_dims = c.read<uint32_t>("tensor n_dims");
         if (n_dims < 1 || n_dims > 4) fail("tensor '" + t.name + "' has " + std::to_string(n_dims) + " dims (1..4)");
         t.n_dims = static_cast<int>(n_dims);
@@ -213,8 +250,8 @@ void GGUFFile::parse(const GGUFLimits& limits) {
             const int64_t ne = c.read<int64_t>("tensor dim");
             if (ne < 0) fail("tensor '" + t.name + "' has a negative dimension");
             t.ne[d] = ne;
-            if (mul_overflows(elements, static_cast<uint64_t>(ne), &elements) || elements > (uint64_t{1} << 62))
-                fail("tensor '" + t.name + "' has too many elements");
+            if (mul_overflows(elements, static_cast<uint64_t>(ne), &elements) || elements > uint64_t{INT64_MAX})
+                fail("tensor '" + t.name + "' has too many elements (overflows int64)");
         }
         t.type = c.read<uint32_t>("tensor type");
         uint64_t block, bytes;
@@ -223,7 +260,16 @@ void GGUFFile::parse(const GGUFLimits& limits) {
         if (t.ne[0] % static_cast<int64_t>(block) != 0)
             fail("tensor '" + t.name + "' row of " + std::to_string(t.ne[0]) + " is not a multiple of the block size " +
                  std::to_string(block));
-        t.nbytes = elements / block * bytes;  // elements < 2^62 and bytes/block <= 9: no overflow
+        // The byte size, and every stride a consumer derives from the shape (nb[i] = nb[i-1] * ne[i-1], with a zero
+        // dimension counted as 1), must fit in int64: otherwise a huge logical tensor could wrap to a few bytes
+        // (CVE-2025-53630 / GHSA-96jg-mvhq-q7q7 in ggml) and pass the bounds check below.
+        uint64_t span = std::max<uint64_t>(static_cast<uint64_t>(t.ne[0]) / block, 1);
+        bool overflow = mul_overflows(span, bytes, &span);
+        for (int d = 1; d < t.n_dims && !overflow; ++d)
+            overflow = mul_overflows(span, std::max<uint64_t>(static_cast<uint64_t>(t.ne[d]), 1), &span);
+        if (overflow || span > uint64_t{INT64_MAX})
+            fail("tensor '" + t.name + "' byte size overflows");
+        t.nbytes = elements / block * bytes;  // <= span: no overflow
         t.offset = c.read<uint64_t>("tensor offset");
         if (t.offset % alignment_ != 0) fail("tensor '" + t.name + "' offset is not aligned");
         if (!tensor_index_.emplace(t.name, tensors_.size()).second) fail("duplicate tensor '" + t.name + "'");
@@ -234,15 +280,16 @@ void GGUFFile::parse(const GGUFLimits& limits) {
     const uint64_t data_start = (c.pos() + alignment_ - 1) / alignment_ * alignment_;
     if (n_tensors > 0 && data_start > size_) fail("data section starts past the end of the file");
     const uint64_t data_size = n_tensors > 0 ? size_ - data_start : 0;
-    std::vector<const GGUFTensor*> by_offset;
+    std::vector<const GGUFTensor*> by_offset;  // tensors with data; an empty tensor overlaps nothing
     for (GGUFTensor& t : tensors_) {
         if (t.offset > data_size || t.nbytes > data_size - t.offset)
             fail("tensor '" + t.name + "' data lies outside the file");
         t.data = base_ + data_start + t.offset;
-        by_offset.push_back(&t);
+        if (t.nbytes > 0) by_offset.push_back(&t);
     }
-    std::sort(by_offset.begin(), by_offset.end(),
-              [](const GGUFTensor* a, const GGUFTensor* b) { return a->offset < b->offset; });
+    std::sort(by_offset.begin(), by_offset.end(), [](const GGUFTensor* a, const GGUFTensor* b) {
+        return a->offset != b->offset ? a->offset < b->offset : a->name < b->name;  // deterministic message
+    });
     for (size_t i = 1; i < by_offset.size(); ++i)
         if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset)
             fail("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap");

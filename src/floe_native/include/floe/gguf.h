@@ -32,6 +32,9 @@ struct GGUFValue {
     std::vector<Scalar> array;
 };
 
+// Guarantees for every tensor of a parsed file: a valid UTF-8 name of 1..63 bytes, 1..4 dims, each >= 0, ne[0] a
+// multiple of the type's block size, nbytes and every stride derived from ne (zero dims counted as 1) within
+// int64, offset aligned, [data, data + nbytes) inside the file and disjoint from every other non-empty tensor.
 struct GGUFTensor {
     std::string name;
     uint32_t type = 0;           // ggml type id
