@@ -75,13 +75,29 @@ py::array_t<uint8_t> quantize(const py::array& x, const std::string& qtype, cons
     py::array_t<uint8_t> out(static_cast<py::ssize_t>(row_size(t, n)));
     uint8_t* op = out.mutable_data();
     py::gil_scoped_release release;
-    switch (t) {
+    switch (t) {  // weights as ggml's reference quantizers (= gguf.quants)
         case QType::Q4_0: ref::quantize_q4_0(xp, op, n); break;
         case QType::Q4_1: ref::quantize_q4_1(xp, op, n); break;
         case QType::F16: ref::quantize_f16(xp, op, n); break;
+        case QType::Q8_0: ref::quantize_q8_0_weights(xp, op, n); break;
         case QType::F32: std::memcpy(op, xp, static_cast<size_t>(n) * 4); break;
-        default: k.quantize(t)(xp, op, n);  // q8_0 / q8_1: activation quantizers, every variant byte-identical
+        case QType::Q8_1: k.quantize_q8_1(xp, op, n); break;  // activation-only format
     }
+    return out;
+}
+
+py::array_t<uint8_t> quantize_activations(const py::array& x, const std::string& qtype,
+                                          const std::optional<std::string>& variant) {
+    const QType t = parse_qtype(qtype);
+    if (t != QType::Q8_0 && t != QType::Q8_1) throw std::invalid_argument("activations quantize to q8_0 or q8_1");
+    const float* xp = checked<float>(x, "x", "float32");
+    const int64_t n = x.size();
+    if (n % QK != 0) throw std::invalid_argument("x has " + std::to_string(n) + " values; needs a multiple of 32");
+    const Kernels& k = pick_variant(variant);
+    py::array_t<uint8_t> out(static_cast<py::ssize_t>(row_size(t, n)));
+    uint8_t* op = out.mutable_data();
+    py::gil_scoped_release release;
+    k.quantize(t)(xp, op, n);
     return out;
 }
 
@@ -135,11 +151,15 @@ py::array_t<float> copy_f32(const py::array& x, const char* what) {
 
 }  // namespace
 
-void bind_gguf(py::module_& m);  // bind_gguf.cpp
+void bind_gguf(py::module_& m);   // bind_gguf.cpp
+void bind_model(py::module_& m);  // bind_model.cpp
+void bind_tokenizer(py::module_& m);  // bind_tokenizer.cpp
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "floe-edge native core: kernels with runtime CPU dispatch, GGUF reader";
     bind_gguf(m);
+    bind_model(m);
+    bind_tokenizer(m);
 
     m.def("variants", [] {
         std::vector<std::string> out;
@@ -160,6 +180,8 @@ PYBIND11_MODULE(_native, m) {
     }, "CPU features seen by the runtime probe.");
 
     m.def("quantize", &quantize, py::arg("x"), py::arg("qtype"), py::arg("variant") = py::none());
+    m.def("quantize_activations", &quantize_activations, py::arg("x"), py::arg("qtype"),
+          py::arg("variant") = py::none());
     m.def("dequantize", &dequantize, py::arg("buf"), py::arg("qtype"), py::arg("n"));
     m.def("matvec", [](const py::array& w, const std::string& q, int64_t rows, int64_t cols, const py::array& x,
                        const std::optional<std::string>& variant, int threads) {
