@@ -4,7 +4,6 @@ truncation and random corruption either parses or raises GGUFError, never anythi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,7 +23,6 @@ CASES = gc.crafted_cases()
 BAD = [c for c in CASES if c.error is not None]
 GOOD = [c for c in CASES if c.error is None]
 CORPUS = Path(__file__).parent / "gguf_corpus"
-SMOLLM2 = Path(os.environ.get("FLOE_SMOLLM2_GGUF", "/tmp/smollm2.gguf"))
 
 
 @pytest.fixture(scope="module")
@@ -297,15 +295,14 @@ def test_random_bytes_after_header(tail: bytes) -> None:
 
 # ---- a real model ----------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not SMOLLM2.is_file(), reason=f"{SMOLLM2} not present")
-def test_smollm2() -> None:
+def test_smollm2(smollm2_path: Path) -> None:
     import gguf
 
-    f = GGUFFile(str(SMOLLM2))
+    f = GGUFFile(str(smollm2_path))
     assert len(f.tensors) == 272
     md = f.metadata
     assert md["general.architecture"] == "llama"
-    r = gguf.GGUFReader(SMOLLM2)
+    r = gguf.GGUFReader(smollm2_path)
     assert set(md) == set(r.fields) - {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
     for key in md:
         want = r.fields[key].contents()

@@ -1,6 +1,6 @@
 """Byte-level BPE tokenizer: token ids must equal llama.cpp's (llama-cpp-python) for the same GGUF.
 
-The model comes from FLOE_TEST_MODEL (default /tmp/smollm2.gguf, SmolLM2-135M-Instruct, pre-tokenizer "smollm").
+The model is the real SmolLM2-135M-Instruct (pre-tokenizer "smollm"), pulled once by the smollm2_path fixture.
 Other pre-tokenizers are checked on copies of its vocabulary with tokenizer.ggml.pre changed.
 """
 from __future__ import annotations
@@ -17,19 +17,18 @@ import sys
 import time
 import zlib
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from floe_edge import _native
 
-MODEL = pathlib.Path(os.environ.get("FLOE_TEST_MODEL", "/tmp/smollm2.gguf"))
 compared = {"strings": 0}  # how many inputs were checked against llama.cpp (printed at the end with -s)
 
 
 @pytest.fixture(scope="session")
-def model_path():
-    if not MODEL.is_file():
-        pytest.skip(f"test model {MODEL} not found (set FLOE_TEST_MODEL to a GGUF file)")
-    yield MODEL
+def model_path(smollm2_path):
+    yield smollm2_path
     print(f"\ntest_tokenizer: {compared['strings']} inputs compared with llama.cpp", file=sys.stderr)
 
 
@@ -39,7 +38,8 @@ def tok(model_path):
 
 
 def load_llama(path):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is the reference implementation")
+    import llama_cpp  # the reference implementation: a test dependency, never skipped
+
     return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
 
 
@@ -371,48 +371,34 @@ def test_stream_decoder_flush_and_special(tok):
 
 # --- property tests -----------------------------------------------------------------------------------------
 
-try:
-    import hypothesis
-    from hypothesis import strategies as st
-except ImportError:  # pragma: no cover - hypothesis is in the test extras
-    hypothesis = None
+PROPERTY = hypothesis.settings(max_examples=300, deadline=None,
+                               suppress_health_check=[hypothesis.HealthCheck.too_slow])
 
-# Characters around which the pre-tokenizers make decisions, for denser coverage than random text.
-TRICKY = list(" \t\n\r'sStTmMdDlLrReEvV019aZ!.,-_$+<|>`~\u00e9\u4e16\u00a0\u3000\x85\u0663\u00bd\U0001f389\u200d\ufe0f")
+@PROPERTY
+@hypothesis.given(text=st.text(max_size=200))
+def test_random_text_matches_llama_cpp(tok, llama, lost_bytes, text):
+    assert_same(tok, llama, text)
+    expected = bytes(b for b in text.encode() if b not in lost_bytes)
+    assert tok.detokenize(tok.tokenize(text, add_bos=False, special=False)) == expected
 
-if hypothesis is not None:
-    PROPERTY = hypothesis.settings(max_examples=300, deadline=None,
-                                   suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@PROPERTY
+@hypothesis.given(text=st.text(alphabet=st.sampled_from(TRICKY), max_size=60))
+def test_tricky_text_matches_llama_cpp(tok, llama, text):
+    assert_same(tok, llama, text)
 
-    @PROPERTY
-    @hypothesis.given(text=st.text(max_size=200))
-    def test_random_text_matches_llama_cpp(tok, llama, lost_bytes, text):
-        assert_same(tok, llama, text)
-        expected = bytes(b for b in text.encode() if b not in lost_bytes)
-        assert tok.detokenize(tok.tokenize(text, add_bos=False, special=False)) == expected
+@PROPERTY
+@hypothesis.given(data=st.binary(max_size=100))
+def test_random_bytes_match_llama_cpp(tok, llama, data):
+    hypothesis.assume(not llama_cpp_aborts_on(data))
+    assert_same(tok, llama, data)
 
-    @PROPERTY
-    @hypothesis.given(text=st.text(alphabet=st.sampled_from(TRICKY), max_size=60))
-    def test_tricky_text_matches_llama_cpp(tok, llama, text):
-        assert_same(tok, llama, text)
+@PROPERTY
+@hypothesis.given(parts=st.lists(st.one_of(st.sampled_from(SPECIAL + ["<|im_end|>", "<|", "|>", "<"]),
+                                           st.text(max_size=8)), max_size=8),
+                  special=st.booleans())
+def test_text_with_special_tokens_matches_llama_cpp(tok, llama, parts, special):
+    assert_same(tok, llama, "".join(parts), special=special)
 
-    @PROPERTY
-    @hypothesis.given(data=st.binary(max_size=100))
-    def test_random_bytes_match_llama_cpp(tok, llama, data):
-        hypothesis.assume(not llama_cpp_aborts_on(data))
-        assert_same(tok, llama, data)
-
-    @PROPERTY
-    @hypothesis.given(parts=st.lists(st.one_of(st.sampled_from(SPECIAL + ["<|im_end|>", "<|", "|>", "<"]),
-                                               st.text(max_size=8)), max_size=8),
-                      special=st.booleans())
-    def test_text_with_special_tokens_matches_llama_cpp(tok, llama, parts, special):
-        assert_same(tok, llama, "".join(parts), special=special)
-
-else:
-
-    def test_property_tests_need_hypothesis():
-        pytest.skip("hypothesis is not installed (pip install '.[test]')")
 
 
 # --- other pre-tokenizers, on copies of the vocabulary --------------------------------------------------------

@@ -56,6 +56,7 @@ class NativeSLM:
         self._model = _native.Model(str(self.path))
         self._decoder = _native.Decoder(self._model, n_ctx=n_ctx, threads=threads, variant=variant)
         self._tokenizer = _native.Tokenizer.from_gguf(str(self.path))
+        self._config: dict[str, object] = dict(self._model.config)
         self._metadata: Optional[dict[str, object]] = None
         self.last_stats = GenerationStats()
 
@@ -90,9 +91,8 @@ class NativeSLM:
 
     @property
     def config(self) -> dict[str, object]:
-        if self._model is None:
-            raise ModelClosedError(f"model {self.path.name} is closed")
-        return dict(self._model.config)
+        """Hyperparameters: n_layers, dim, n_heads, n_kv_heads, head_dim, ffn_dim, n_vocab, rope_base, ..."""
+        return dict(self._config)
 
     @property
     def metadata(self) -> dict[str, object]:

@@ -1,0 +1,39 @@
+"""Helpers shared by the bench/ scripts: machine description, load, BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_MD = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = lambda k: (re.findall(rf"^{k}\s*:\s*(.+)$", info, re.M) or [""])[0].strip()  # noqa: E731
+    model = field("model name") or field("Model") or platform.processor() or platform.machine()
+    detail = f" (family {field('cpu family')}, model {field('model')})" if field("cpu family") else ""
+    l3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
+    cache = f", L3 {l3.read_text().strip()}" if l3.exists() else ""
+    return f"{model}{detail}, {os.cpu_count()} cores{cache}, Linux {platform.release()}"
+
+
+def load() -> str:
+    """Load average: other processes on the same cores skew every figure."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def write_section(name: str, section: str) -> None:
+    """Replace (or append) the text between <!-- name:begin --> and <!-- name:end --> in BENCHMARKS.md."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    section = section if section.startswith(begin) else f"{begin}\n{section.rstrip()}\n{end}"
+    text = BENCH_MD.read_text() if BENCH_MD.exists() else (
+        "# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section is rewritten by its script.\n")
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    BENCH_MD.write_text(text)
