@@ -49,7 +49,7 @@ Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, c
     att_.resize(B * c.dim);
     hb_.resize(B * c.ffn_dim);
     hb2_.resize(B * c.ffn_dim);
-    scores_.resize(static_cast<size_t>(pool_.size()) * n_ctx);
+    scores_.resize(static_cast<size_t>(pool_.size()) * (c.n_heads / c.n_kv_heads) * n_ctx);
     cs_.resize(B * c.head_dim);
 }
 
@@ -137,27 +137,33 @@ void Decoder::forward(const int32_t* tokens, int n, int pos, float* logits, bool
            scratch_);
 }
 
-// Causal GQA attention of the batch's n queries (positions pos..pos+n-1) over the cache, heads split across threads.
+// Causal GQA attention of the batch's n queries (positions pos..pos+n-1) over the cache. One task per token and
+// KV head: the query heads sharing that KV head are adjacent in q, so K and V are read once for the whole group.
 void Decoder::attention(int layer, int n, int pos) {
     const ModelConfig& c = config();
     const int hd = c.head_dim, kv_dim = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int tasks = n * c.n_heads;
+    const int tasks = n * c.n_kv_heads;
     pool_.run([&](int tid, int nth) {
-        float* scores = &scores_[static_cast<size_t>(tid) * n_ctx_];
+        float* scores = &scores_[static_cast<size_t>(tid) * group * n_ctx_];  // [group][n_ctx]
         for (int task = tid; task < tasks; task += nth) {
-            const int i = task / c.n_heads, h = task % c.n_heads, kvh = h / group;
+            const int i = task / c.n_kv_heads, kvh = task % c.n_kv_heads;
             const int len = pos + i + 1;  // keys 0..pos+i
             // q and the probabilities are rounded to f16 as llama.cpp's f16 KV path does, so logits track it.
-            float* q = &q_[static_cast<size_t>(i) * c.dim + h * hd];
-            for (int d = 0; d < hd; ++d) q[d] = round_to_f16(q[d]);
-            kern_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * sizeof(fp16_t), len, q, 0, 1, scores, 0);
-            for (int t = 0; t < len; ++t) scores[t] *= scale;
-            kern_.softmax(scores, len);
-            for (int t = 0; t < len; ++t) scores[t] = round_to_f16(scores[t]);
-            // out[d] = sum_t p[t] V[t][d]: a gemm over the transposed V rows of this head
-            float* out = &att_[static_cast<size_t>(i) * c.dim + h * hd];
-            kern_.gemm_f16(len, v_cache(layer, kvh * hd), n_ctx_ * sizeof(fp16_t), hd, scores, 0, 1, out, 0);
+            float* q = &q_[static_cast<size_t>(i) * c.dim + kvh * group * hd];
+            for (int d = 0; d < group * hd; ++d) q[d] = round_to_f16(q[d]);
+            kern_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * sizeof(fp16_t), len, q, hd * sizeof(float),
+                           group, scores, n_ctx_);
+            for (int g = 0; g < group; ++g) {
+                float* s = scores + static_cast<size_t>(g) * n_ctx_;
+                for (int t = 0; t < len; ++t) s[t] *= scale;
+                kern_.softmax(s, len);
+                for (int t = 0; t < len; ++t) s[t] = round_to_f16(s[t]);
+            }
+            // out[g][d] = sum_t p[g][t] V[t][d]: a gemm over the transposed V rows of this KV head
+            float* out = &att_[static_cast<size_t>(i) * c.dim + kvh * group * hd];
+            kern_.gemm_f16(len, v_cache(layer, kvh * hd), n_ctx_ * sizeof(fp16_t), hd, scores,
+                           n_ctx_ * sizeof(float), group, out, hd);
         }
     });
 }
