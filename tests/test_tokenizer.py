@@ -314,10 +314,10 @@ def test_bad_ids_raise(tok):
         tok.tokenize("lone \ud800 surrogate")
 
 
-def test_metadata(tok):
+def test_metadata(tok, model_path):
     assert (tok.n_vocab, len(tok), tok.bos_id, tok.eos_id, tok.pre) == (49152, 49152, 1, 2, "smollm")
     assert tok.unk_id == 0 and tok.pad_id == 2
-    gguf_tok = _native.Tokenizer.from_gguf(_native.GGUFFile(str(MODEL)))
+    gguf_tok = _native.Tokenizer.from_gguf(_native.GGUFFile(str(model_path)))
     assert gguf_tok.tokenize("same ids") == tok.tokenize("same ids")
 
 
@@ -370,6 +370,9 @@ def test_stream_decoder_flush_and_special(tok):
 
 
 # --- property tests -----------------------------------------------------------------------------------------
+
+# Characters around which the pre-tokenizers make decisions, for denser coverage than random text.
+TRICKY = list(" \t\n\r'sStTmMdDlLrReEvV019aZ!.,-_$+<|>`~\u00e9\u4e16\u00a0\u3000\x85\u0663\u00bd\U0001f389\u200d\ufe0f")
 
 PROPERTY = hypothesis.settings(max_examples=300, deadline=None,
                                suppress_health_check=[hypothesis.HealthCheck.too_slow])
