@@ -75,8 +75,8 @@ def test_full_model_teacher_forced_against_llama_cpp(slm: NativeSLM, smollm2_pat
     ref = llama_logits(llama_cpp, smollm2_path, ids)
     agree = (ours.argmax(-1) == ref.argmax(-1)).mean()
     delta = top10_delta(ours, ref)
-    assert agree >= 0.96, agree
-    assert np.median(delta) < 0.3, np.median(delta)
+    assert agree >= 0.96, agree  # measured 97.7%; llama.cpp batched vs token by token: 97.5%
+    assert np.median(delta) < 0.35, np.median(delta)  # measured 0.26; llama.cpp vs itself: 0.23
 
 
 def test_eval_appends_and_truncate_rewinds(slm: NativeSLM) -> None:
