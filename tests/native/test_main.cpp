@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <cstring>
 
 #include "check.h"
@@ -15,6 +16,12 @@ int main(int argc, char** argv) {
     std::printf("variants:");
     for (const floe::Kernels* k : floe::available_variants()) std::printf(" %s", k->name);
     std::printf("  (active: %s)\n", floe::active_kernels().name);
+    // CI states which variant the CPU (or qemu's -cpu) must get, so a dispatch regression cannot pass silently.
+    if (const char* want = std::getenv("FLOE_EXPECT_VARIANT"); want && *want &&
+        std::strcmp(want, floe::active_kernels().name) != 0) {
+        std::printf("FAIL dispatch: expected variant %s, got %s\n", want, floe::active_kernels().name);
+        return 1;
+    }
     int run = 0;
     for (const auto& c : floe_test::registry()) {
         if (argc > 1 && std::strstr(c.name, argv[1]) == nullptr) continue;
