@@ -23,8 +23,6 @@ import importlib.metadata
 import importlib.util
 import math
 import os
-import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -39,8 +37,10 @@ import numpy as np
 
 from floe_edge import kernels
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCH_MD, load, machine, write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_MD = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- kernels:begin -->", "<!-- kernels:end -->"
 # rows x cols: one matrix bigger than any cache, then SmolLM2-135M's down, gate/up and tied-embedding (lm head).
 DEFAULT_SHAPES = ["8192x8192", "576x1536", "1536x576", "49152x576"]
@@ -183,21 +183,6 @@ def bench_one(lib: ctypes.CDLL, w_q: np.ndarray, qtype: str, rows: int, cols: in
 # ---- report ---------------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    field = lambda k: (re.findall(rf"^{k}\s*:\s*(.+)$", info, re.M) or [""])[0].strip()  # noqa: E731
-    model = field("model name") or field("Model") or platform.processor() or platform.machine()
-    detail = f" (family {field('cpu family')}, model {field('model')})" if field("cpu family") else ""
-    l3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size")
-    cache = f", L3 {l3.read_text().strip()}" if l3.exists() else ""
-    return f"{model}{detail}, {os.cpu_count()} cores{cache}, Linux {platform.release()}"
-
-
-def load() -> str:
-    """Load average: other processes on the same cores skew every figure."""
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 COLUMNS = ["shape", "type", "thr", "ours µs", "ours GB/s", "% read BW", "ggml µs", "ggml GB/s",
            "speedup vs ggml", "ours t1/t2", "ggml t1/t2"]
 
@@ -269,16 +254,6 @@ def markdown(results: list[Result], args: argparse.Namespace, bw: dict[int, floa
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    text = BENCH_MD.read_text() if BENCH_MD.exists() else (
-        "# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section is rewritten by its script.\n")
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    BENCH_MD.write_text(text)
-
-
 # ---- main -----------------------------------------------------------------------------------------------------
 
 
@@ -335,7 +310,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_write:
         cmd = shlex.join(["python", os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)])
         loads = f"{load_start} at start, {load()} at end"
-        write_section(markdown(results, args, bw, ggml_version(lib_dir), cmd, loads))
+        write_section("kernels", markdown(results, args, bw, ggml_version(lib_dir), cmd, loads))
         print(f"wrote {BENCH_MD}")
     return 0
 
