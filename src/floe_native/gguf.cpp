@@ -5,6 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -198,8 +202,25 @@ GGUFFile::GGUFFile(const uint8_t* data, size_t size, const GGUFLimits& limits) :
     parse(limits);
 }
 
+namespace {
+// Parsed vocabularies are many small allocations that glibc keeps resident after they are freed: hand them back.
+void release_freed_heap() {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+}  // namespace
+
 GGUFFile::~GGUFFile() {
     if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
+    const bool large = metadata_bytes_ > (1u << 20);
+    kv_.clear();
+    if (large) release_freed_heap();
+}
+
+void GGUFFile::drop_metadata() {
+    kv_.clear();
+    release_freed_heap();
 }
 
 void GGUFFile::parse(const GGUFLimits& limits) {
@@ -228,6 +249,8 @@ void GGUFFile::parse(const GGUFLimits& limits) {
         if (held > limits.max_metadata_bytes) fail("metadata exceeds the size limit");
         if (!kv_.emplace(key, std::move(v)).second) fail("duplicate metadata key '" + key + "'");
     }
+
+    metadata_bytes_ = held;
 
     if (const GGUFValue* a = find("general.alignment")) {
         if (a->type != GGUFType::U32) fail("general.alignment must be a u32");

@@ -95,6 +95,7 @@ Model::Model(const std::string& path) : file_(std::make_unique<GGUFFile>(path)) 
         l.w_up = matrix(f, b + "ffn_up.weight", c.dim, c.ffn_dim);
         l.w_down = matrix(f, b + "ffn_down.weight", c.ffn_dim, c.dim);
     }
+    file_->drop_metadata();  // the decoder needs only the weights now; the tokenizer reads its own copy
 }
 
 }  // namespace floe

@@ -73,6 +73,9 @@ public:
     const std::vector<GGUFTensor>& tensors() const { return tensors_; }
 
     const GGUFValue* find(const std::string& key) const;
+    // Free the parsed metadata (vocabulary arrays are megabytes) once a reader has taken what it needs;
+    // tensors stay valid.
+    void drop_metadata();
     const GGUFTensor* find_tensor(const std::string& name) const;
 
     // Typed getters: throw GGUFError when the key is missing or has another type.
@@ -90,6 +93,7 @@ private:
     bool mapped_ = false;
     uint32_t version_ = 0;
     uint64_t alignment_ = 32;
+    uint64_t metadata_bytes_ = 0;  // as held in memory after parsing
     std::map<std::string, GGUFValue> kv_;
     std::vector<GGUFTensor> tensors_;
     std::map<std::string, size_t> tensor_index_;
