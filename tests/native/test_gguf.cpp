@@ -20,14 +20,6 @@
 #include "check.h"
 #include "floe/gguf.h"
 
-namespace floe_test {
-std::vector<Case>& registry() {
-    static std::vector<Case> cases;
-    return cases;
-}
-int failures = 0;
-}  // namespace floe_test
-
 using floe::GGUFError;
 using floe::GGUFFile;
 using Bytes = std::vector<uint8_t>;
@@ -323,14 +315,5 @@ int main(int argc, char** argv) {
         return 2;
     }
     g_corpus = argv[1];
-    int run = 0;
-    for (const auto& c : floe_test::registry()) {
-        if (argc > 2 && std::strstr(c.name, argv[2]) == nullptr) continue;
-        const int before = floe_test::failures;
-        c.fn();
-        ++run;
-        std::printf("%s %s\n", floe_test::failures == before ? "ok  " : "FAIL", c.name);
-    }
-    std::printf("%d tests, %d failed checks\n", run, floe_test::failures);
-    return floe_test::failures == 0 && run > 0 ? 0 : 1;
+    return floe_test::run_all(argc > 2 ? argv[2] : nullptr);
 }

@@ -4,14 +4,6 @@
 #include "check.h"
 #include "floe/kernels.h"
 
-namespace floe_test {
-std::vector<Case>& registry() {
-    static std::vector<Case> cases;
-    return cases;
-}
-int failures = 0;
-}  // namespace floe_test
-
 int main(int argc, char** argv) {
     std::printf("variants:");
     for (const floe::Kernels* k : floe::available_variants()) std::printf(" %s", k->name);
@@ -22,14 +14,5 @@ int main(int argc, char** argv) {
         std::printf("FAIL dispatch: expected variant %s, got %s\n", want, floe::active_kernels().name);
         return 1;
     }
-    int run = 0;
-    for (const auto& c : floe_test::registry()) {
-        if (argc > 1 && std::strstr(c.name, argv[1]) == nullptr) continue;
-        const int before = floe_test::failures;
-        c.fn();
-        ++run;
-        std::printf("%s %s\n", floe_test::failures == before ? "ok  " : "FAIL", c.name);
-    }
-    std::printf("%d tests, %d failed checks\n", run, floe_test::failures);
-    return floe_test::failures == 0 && run > 0 ? 0 : 1;
+    return floe_test::run_all(argc > 1 ? argv[1] : nullptr);
 }
