@@ -1,6 +1,6 @@
 """floe-edge: on-device runtime for hybrid LLM-SLM generation (Floe)."""
 
-from . import kernels
+from . import fusion, kernels
 from ._native import Cancelled, ContextOverflowError, GGUFError, ModelError
 from .sampling import Sampler
 from .slm import ModelClosedError, NativeSLM
@@ -13,6 +13,7 @@ __all__ = [
     "ModelError",
     "NativeSLM",
     "Sampler",
+    "fusion",
     "kernels",
     "__version__",
 ]

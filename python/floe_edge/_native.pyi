@@ -104,3 +104,56 @@ class StreamDecoder:
 def _unicode_flags_table() -> npt.NDArray[np.uint16]: ...
 
 _unicode_version: str
+
+# --- fusion (bind_fusion.cpp); see floe_edge.fusion for the documented API ---
+
+class Fuser:
+    def __init__(
+        self,
+        n_vocab: int,
+        mode: str,
+        w_edge: float,
+        w_cloud: float,
+        adaptive: bool,
+        gate: float,
+        disagree_power: float,
+        min_weight: float,
+        tail_floor: float,
+        top_k: int,
+        normalize: bool,
+        variant: Optional[str] = None,
+    ) -> None: ...
+    def fuse(
+        self,
+        edge_logits: npt.NDArray[np.float32],
+        cloud_ids: Optional[npt.NDArray[np.int32]] = None,
+        cloud_logprobs: Optional[npt.NDArray[np.float32]] = None,
+        cloud_dense: Optional[npt.NDArray[np.float32]] = None,
+    ) -> tuple[
+        npt.NDArray[np.int32], npt.NDArray[np.float32], float, float, bool, bool, int, int, float, float
+    ]: ...
+    def edge_stats(self, edge_logits: npt.NDArray[np.float32]) -> tuple[int, float, float, bool]: ...
+    @property
+    def variant(self) -> str: ...
+
+class FusionSampler:
+    def __init__(
+        self, temperature: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float, seed: int
+    ) -> None: ...
+    def sample(
+        self,
+        ids: npt.NDArray[np.int32],
+        logprobs: npt.NDArray[np.float32],
+        recent: Optional[npt.NDArray[np.int32]] = None,
+    ) -> tuple[int, float]: ...
+    @property
+    def rng_state(self) -> list[int]: ...
+
+def log_softmax(x: npt.NDArray[np.float32], variant: Optional[str] = None) -> npt.NDArray[np.float32]: ...
+def logsumexp(x: npt.NDArray[np.float32], variant: Optional[str] = None) -> float: ...
+def topk(
+    x: npt.NDArray[np.float32], k: int, variant: Optional[str] = None
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...
+def remap_topk(
+    ids: npt.NDArray[np.int32], logprobs: npt.NDArray[np.float32], map: npt.NDArray[np.int32]
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...

@@ -154,12 +154,14 @@ py::array_t<float> copy_f32(const py::array& x, const char* what) {
 void bind_gguf(py::module_& m);   // bind_gguf.cpp
 void bind_model(py::module_& m);  // bind_model.cpp
 void bind_tokenizer(py::module_& m);  // bind_tokenizer.cpp
+void bind_fusion(py::module_& m);  // bind_fusion.cpp
 
 PYBIND11_MODULE(_native, m) {
     m.doc() = "floe-edge native core: kernels with runtime CPU dispatch, GGUF reader";
     bind_gguf(m);
     bind_model(m);
     bind_tokenizer(m);
+    bind_fusion(m);
 
     m.def("variants", [] {
         std::vector<std::string> out;

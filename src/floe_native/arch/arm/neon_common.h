@@ -633,6 +633,16 @@ inline void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox
     }
 }
 
+}  // namespace neon
+}  // namespace
+}  // namespace floe
+
+#include "neon_fusion.h"
+
+namespace floe {
+namespace {
+namespace neon {
+
 // ---------------------------------------------------------------------------------------------------------------
 
 template <class Dot>
@@ -650,6 +660,11 @@ constexpr Kernels make_kernels(const char* name) {
         softmax,
         swiglu,
         rope,
+        max,
+        sum_exp,
+        lincomb,
+        mix_exp,
+        topk,
     };
 }
 

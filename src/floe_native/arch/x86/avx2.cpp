@@ -7,59 +7,13 @@ namespace floe::x86 {
 namespace {
 
 // ---- f32 helpers -----------------------------------------------------------------------------------------------
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
-inline float hmax(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
-
 // Sums of four vectors: [hsum(a) hsum(b) hsum(c) hsum(d)].
 inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// A product rounded to float on its own: GCC fuses a separate multiply and add into an FMA (-ffp-contract=fast
-// is its default), which ref never does; the empty asm hides the product from that.
-inline __m256 mul_rounded(__m256 a, __m256 b) {
-    __m256 p = _mm256_mul_ps(a, b);
-    __asm__("" : "+x"(p));
-    return p;
-}
-
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-// expf as Cephes: x = n ln2 + r, |r| <= ln2/2, e^r = 1 + r + r^2 P(r) with P of degree 5 (max rel. error ~2e-7
-// against exp), times 2^n applied as 2^(n/2) * 2^(n - n/2) so that subnormal results and those up to FLT_MAX
-// stay right.
-// x <= -104 gives 0 (also -inf), x >= 88.8 gives inf, NaN stays NaN (max/min return their second operand then).
-inline __m256 exp_ps(__m256 x) {
-    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(88.8f), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln2 in two parts: n * c1 is exact
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    const auto pow2 = [](__m256i k) {
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
-    };
-    return _mm256_mul_ps(_mm256_mul_ps(p, pow2(n1)), pow2(n2));
-}
 
 // ---- activation quantizers: byte-identical to ref (as ggml's SIMD quantize_row_q8_0/q8_1) ---------------------
 // One block: stores the 32 quants and returns true, with *d and *sum = sum(qs). Returns false, storing nothing,
@@ -295,6 +249,11 @@ const Kernels* kernels_avx2() {
         avx2::softmax,
         avx2::swiglu,
         avx2::rope,
+        avx2::max,
+        avx2::sum_exp,
+        avx2::lincomb,
+        avx2::mix_exp,
+        avx2::topk,
     };
     return &k;
 }

@@ -27,6 +27,11 @@ const Kernels* kernels_avx512() {
         avx2::softmax,
         avx2::swiglu,
         avx2::rope,
+        avx2::max,
+        avx2::sum_exp,
+        avx2::lincomb,
+        avx2::mix_exp,
+        avx2::topk,
     };
     return &k;
 }

@@ -29,6 +29,42 @@ using swiglu_fn = void (*)(float* out, const float* gate, const float* up, int64
 // (head_dim/2 pairs, see rope_table). neox = false: pairs (x[2i], x[2i+1]) (llama); true: (x[i], x[i+d/2]).
 using rope_fn = void (*)(float* x, int n_heads, int head_dim, const float* cs, bool neox);
 
+// ---- fusion primitives (used by fusion.cpp). NaN inputs count as -inf everywhere: never a max, a top-k entry or
+// any probability mass. Sums of exponentials are accumulated in float per lane and in double across blocks
+// (ref: all in double), so they differ from ref by ~1e-6 relative whatever n.
+constexpr float kExpCut = -86.0f;
+// max(x[0..n)), -inf for n == 0 or all -inf / NaN
+using max_fn = float (*)(const float* x, int64_t n);
+// sum_i exp(d_i), d_i = s * (x[i] - m); when sum_dx != nullptr also *sum_dx = sum_i exp(d_i) * d_i (the entropy
+// term of log-softmax). Terms with d_i <= -86 (exp < 4e-38, at the edge of float's normal range) count as 0: no
+// subnormal arithmetic, which costs microcode assists on x86. Needs s > 0 and m >= max(x) (finite).
+using sum_exp_fn = double (*)(const float* x, int64_t n, float m, float s, double* sum_dx);
+// out[i] = (a * x[i] + b * y[i]) + c, each product rounded to float (no FMA: bit-identical in every variant),
+// y == nullptr drops its term; a NaN result becomes -inf. Needs a, b > 0 (the caller drops zero-weight terms).
+using lincomb_fn = void (*)(float* out, const float* x, float a, const float* y, float b, float c, int64_t n);
+// out[i] = exp(x[i] + ox) + exp(y[i] + oy) (y == nullptr drops its term): a linear mixture of two distributions
+// given as log-probs, the weights folded into the offsets (ox = log w_x - lse(x)); terms whose exponent is <= -86
+// count as 0, as in sum_exp.
+using mix_exp_fn = void (*)(float* out, const float* x, float ox, const float* y, float oy, int64_t n);
+// The k largest of x[0..n) (1 <= k <= kMaxTopK) in one pass: ids[] and vals[] sorted by value descending, ties to
+// the lower id; -inf and NaN are never selected. Returns how many were found (< k when x has fewer such values).
+constexpr int kMaxTopK = 128;
+using topk_fn = int (*)(const float* x, int64_t n, int k, int32_t* ids, float* vals);
+
+// Top-k state shared by every variant's topk: a buffer of candidates with a threshold. Values > thr are appended;
+// when the buffer is full it is cut back to the best k and thr becomes the k-th best value (-inf before the first
+// cut). SIMD loops compare whole vectors against thr and hand only the hits to ref::topk_push, so the scan costs
+// one compare per element and a hit O(1) amortized.
+struct TopKBuffer {
+    struct Entry {
+        float val;
+        int32_t id;
+    };
+    int k = 0, size = 0;
+    float thr = -__builtin_inff();
+    Entry e[2 * kMaxTopK];
+};
+
 struct Kernels {
     const char* name;
     quantize_fn quantize_q8_0;
@@ -42,6 +78,11 @@ struct Kernels {
     softmax_fn softmax;
     swiglu_fn swiglu;
     rope_fn rope;
+    max_fn max;
+    sum_exp_fn sum_exp;
+    lincomb_fn lincomb;
+    mix_exp_fn mix_exp;
+    topk_fn topk;
 
     gemm_fn gemm(QType w) const;            // nullptr for types with no weight kernel (q8_1)
     quantize_fn quantize(QType act) const;  // nullptr for f32 activations
@@ -103,6 +144,14 @@ void scale(float* out, const float* x, const float* weight, float s, int64_t n);
 float silu(float x);
 void swiglu(float* out, const float* gate, const float* up, int64_t n);
 void rope_head(float* x, int head_dim, const float* cs, bool neox, int first_pair);  // pairs from first_pair on
+// fusion primitives (ref/fusion.cpp); the scalar tails of the SIMD versions
+float max(const float* x, int64_t n);
+double sum_exp(const float* x, int64_t n, float m, float s, double* sum_dx);
+void lincomb(float* out, const float* x, float a, const float* y, float b, float c, int64_t n);
+void mix_exp(float* out, const float* x, float ox, const float* y, float oy, int64_t n);
+int topk(const float* x, int64_t n, int k, int32_t* ids, float* vals);
+void topk_push(TopKBuffer* h, const float* x, int64_t n, int64_t first_id);  // offer x[i] as id first_id + i
+int topk_finish(TopKBuffer* h, int32_t* ids, float* vals);                     // sorted output, returns the count
 }  // namespace ref
 
 }  // namespace floe
