@@ -1,0 +1,193 @@
+"""The floe token-id wire protocol between a device (`floe_edge.cloud.client`) and `floe cloud serve`.
+
+Only the shared prompt's tokens go up; compact top-k log-probs come down. Ids are in the *cloud's* vocabulary
+(the device maps them to edge ids with `floe_edge.vocab_map`, built from the vocabulary the server publishes).
+
+HTTP routes (JSON requests; every route but /health needs `Authorization: Bearer <key>` when the server has a key):
+
+    GET    /health                                 {"status": "ok", "model": str, "n_vocab": int}
+    GET    /v1/floe/vocab                          vocabulary frame (below), once per device (cache by "fingerprint")
+    POST   /v1/floe/sessions                       {"prompt": [ids]} | {"prompt_b64": base64 bytes}
+                                                   -> {"session": str, "n_past": int, "n_vocab": int, "model": str,
+                                                       "max_k": int, "idle_expiry_s": float, "fingerprint": str}
+    POST   /v1/floe/sessions/{sid}/step            StepRequest (JSON) -> step frame (below)
+    DELETE /v1/floe/sessions/{sid}                 {"closed": true}
+    POST   /v1/completions                         OpenAI-compatible, with "logprobs" (top-k strings)
+
+A session holds the committed tokens (prompt + every `append`); its KV cache is reused as a prefix across steps.
+Draft and scored tokens are speculative: never committed; the next step's `append` says what was accepted.
+Two kinds of session, fixed by how it is created:
+  * id session (`prompt`): `append` / `score` carry cloud ids (same vocabulary on both sides).
+  * text session (`prompt_b64`, the cross-vocabulary path): the committed text is bytes; `append_b64` / `score_b64`
+    carry bytes; the server re-tokenizes the whole committed text in its vocabulary at each step (so token
+    boundaries are those of the full text) and reuses the KV cache of the longest common token prefix.
+
+StepRequest fields (all optional): append: [ids] | append_b64: str, k: 1..max_k (default 20), n_draft: 0..16
+(greedy cloud draft tokens), score: [ids] | score_b64: str (an edge draft, scored in one batch; excludes n_draft;
+at most 16 tokens after tokenization), fmt: "f16" | "int8". The response holds n_pos = 1 + n_draft (or 1 + number of
+scored tokens) positions: position 0 is the distribution of the next token after the committed text; position j > 0
+the distribution after draft/scored token j - 1 (`token` of position j - 1 is that token, in cloud ids).
+
+Errors: 4xx/5xx with JSON {"error": {"code": str, "message": str}}; 503 means "overloaded, retry later".
+
+Step frame (little-endian):
+    header  magic b"FLS1" | fmt u8 (0 f16, 1 int8) | k u8 | n_pos u16 | n_past u32       (12 bytes)
+    per position:
+        token   i32   the draft token at this position (greedy cloud draft, or the scored token), -1 for the last
+        [scale  f32]  int8 only: lp = -q * scale
+        ids     k x u32
+        lps     k x f16  (-inf = absent entry), or k x u8 (q = round(-lp / scale), 255 = absent)
+    Entries are sorted by log-prob, descending; log-probs are the cloud's raw log-softmax (temperature 1).
+
+Vocabulary frame: magic b"FLV1" | n u32 | per token: flags u8 (bit 0 control, bit 1 end-of-generation) | len u16 | bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+STEP_MAGIC = b"FLS1"
+VOCAB_MAGIC = b"FLV1"
+FMT_F16, FMT_INT8 = 0, 1
+FORMATS = {"f16": FMT_F16, "int8": FMT_INT8}
+ABSENT_U8 = 255
+_HEADER = struct.Struct("<4sBBHI")
+
+# Server limits (defaults; `floe cloud serve` flags change them).
+DEFAULT_MAX_K = 20
+MAX_DRAFT = 16
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ProtocolError(ValueError):
+    """A frame that does not parse: truncated, wrong magic, inconsistent sizes or values."""
+
+
+@dataclass(frozen=True)
+class Position:
+    token: int                      # draft / scored token at this position, -1 for none
+    ids: npt.NDArray[np.int32]      # k cloud ids, log-prob descending (absent entries removed)
+    logprobs: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class StepFrame:
+    n_past: int                     # committed tokens in the session after this step's append
+    positions: list[Position]
+
+
+def _entry_bytes(fmt: int) -> int:
+    return 4 + (2 if fmt == FMT_F16 else 1)
+
+
+def encode_step(n_past: int, positions: Sequence[tuple[int, Sequence[int], Sequence[float]]], k: int,
+                fmt: str = "f16") -> bytes:
+    """Positions as (token, ids, logprobs) with at most k entries each (padded with absent entries)."""
+    f = FORMATS[fmt]
+    if not 1 <= k <= 255 or len(positions) > 0xFFFF:
+        raise ValueError("k must be in 1..255 and positions fewer than 65536")
+    out = [_HEADER.pack(STEP_MAGIC, f, k, len(positions), n_past)]
+    for token, ids, lps in positions:
+        if len(ids) != len(lps) or len(ids) > k:
+            raise ValueError("each position needs matching ids and logprobs, at most k")
+        idv = np.zeros(k, "<u4")
+        idv[: len(ids)] = np.asarray(ids, np.int64)
+        lp = np.full(k, -np.inf, np.float64)
+        lp[: len(lps)] = np.minimum(np.asarray(lps, np.float64), 0.0)
+        out.append(struct.pack("<i", token))
+        if f == FMT_F16:
+            out += [idv.tobytes(), lp.astype("<f2").tobytes()]
+        else:
+            finite = lp[np.isfinite(lp)]
+            scale = float(-finite.min()) / 254.0 if finite.size and finite.min() < 0 else 1.0
+            q = np.full(k, ABSENT_U8, np.uint8)
+            ok = np.isfinite(lp)
+            q[ok] = np.clip(np.rint(-lp[ok] / scale), 0, 254).astype(np.uint8)
+            out += [struct.pack("<f", scale), idv.tobytes(), q.tobytes()]
+    return b"".join(out)
+
+
+def decode_step(data: bytes, n_vocab: Optional[int] = None) -> StepFrame:
+    """Parse a step frame; ProtocolError on anything malformed (a lying cloud must not crash the device)."""
+    if len(data) < _HEADER.size:
+        raise ProtocolError("step frame shorter than its header")
+    magic, f, k, n_pos, n_past = _HEADER.unpack_from(data)
+    if magic != STEP_MAGIC or f not in (FMT_F16, FMT_INT8) or k == 0:
+        raise ProtocolError("not a floe step frame (magic, format or k)")
+    per = 4 + (4 if f == FMT_INT8 else 0) + k * _entry_bytes(f)
+    if len(data) != _HEADER.size + n_pos * per:
+        raise ProtocolError(f"step frame is {len(data)} bytes, its header says {_HEADER.size + n_pos * per}")
+    positions = []
+    off = _HEADER.size
+    for _ in range(n_pos):
+        (token,) = struct.unpack_from("<i", data, off)
+        off += 4
+        if f == FMT_INT8:
+            (scale,) = struct.unpack_from("<f", data, off)
+            off += 4
+            if not np.isfinite(scale) or scale <= 0:
+                raise ProtocolError("bad int8 scale")
+        ids = np.frombuffer(data, "<u4", k, off).astype(np.int64)
+        off += 4 * k
+        if f == FMT_F16:
+            lp = np.frombuffer(data, "<f2", k, off).astype(np.float32)
+            off += 2 * k
+        else:
+            q = np.frombuffer(data, np.uint8, k, off)
+            off += k
+            lp = np.where(q == ABSENT_U8, -np.inf, -q.astype(np.float32) * np.float32(scale)).astype(np.float32)
+        if np.isnan(lp).any() or (lp > 0).any():
+            raise ProtocolError("log-probs must be <= 0 and not NaN")
+        present = np.isfinite(lp)
+        ids, lp = ids[present], lp[present]
+        if n_vocab is not None and ((ids >= n_vocab).any() or token >= n_vocab):
+            raise ProtocolError("token id outside the cloud vocabulary")
+        if token < -1 or len(np.unique(ids)) != len(ids):
+            raise ProtocolError("bad draft token or repeated ids")
+        positions.append(Position(int(token), ids.astype(np.int32), lp))
+    return StepFrame(int(n_past), positions)
+
+
+def encode_vocab(tokens: Sequence[Optional[bytes]], control: Sequence[bool], eog: Sequence[bool]) -> bytes:
+    out = [VOCAB_MAGIC, struct.pack("<I", len(tokens))]
+    for t, c, e in zip(tokens, control, eog):
+        b = t or b""
+        out.append(struct.pack("<BH", int(bool(c)) | (int(bool(e)) << 1), len(b)) + b)
+    return b"".join(out)
+
+
+def decode_vocab(data: bytes) -> tuple[list[Optional[bytes]], list[bool], list[bool]]:
+    """(bytes per token, None for control / empty ones; control flags; end-of-generation flags)."""
+    if len(data) < 8 or data[:4] != VOCAB_MAGIC:
+        raise ProtocolError("not a floe vocabulary frame")
+    (n,) = struct.unpack_from("<I", data, 4)
+    if n > 4 * len(data):
+        raise ProtocolError("vocabulary frame claims more tokens than it can hold")
+    tokens: list[Optional[bytes]] = []
+    control, eog = [], []
+    off = 8
+    for _ in range(n):
+        if off + 3 > len(data):
+            raise ProtocolError("truncated vocabulary frame")
+        flags, ln = struct.unpack_from("<BH", data, off)
+        off += 3
+        if off + ln > len(data):
+            raise ProtocolError("truncated vocabulary frame")
+        b = data[off: off + ln]
+        off += ln
+        control.append(bool(flags & 1))
+        eog.append(bool(flags & 2))
+        tokens.append(None if control[-1] or not b else bytes(b))
+    if off != len(data):
+        raise ProtocolError("trailing bytes after the vocabulary")
+    return tokens, control, eog
+
+
+def vocab_fingerprint(frame: bytes) -> str:
+    return hashlib.sha256(frame).hexdigest()[:32]

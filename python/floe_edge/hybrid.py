@@ -1,0 +1,426 @@
+"""Hybrid generation: the edge SLM and a cloud LLM generate together, token by token, under a per-token deadline.
+
+The edge model runs on this thread; the cloud link runs on its own asyncio loop in a background thread, so the
+edge keeps drafting while a request is on the wire. Per token (the *head*):
+
+1. Cloud evidence for the head arrived: fuse (``Fuser``) and sample -> ``fused`` (``cloud-draft`` when the token is
+   the cloud's own draft token, cloud-led).
+2. The edge is confident (its top probability reaches the fusion preset's gate): emit it -> ``edge`` (gated upload:
+   the cloud is not needed for that token).
+3. A request covering the head is in flight and expected (p95) before the head's deadline: keep drafting ahead
+   with the edge while there is time, then wait for the answer until the deadline.
+4. Otherwise (cloud late, down or absent, or the deadline is here): the edge alone -> ``edge-only``.
+
+Requests (at most one in flight, one persistent connection): the committed tokens the cloud has not seen yet, plus
+either the edge's draft to score (edge-led) or a request for a cloud draft of ``chunk`` tokens (cloud-led, when the
+cloud decodes faster than the edge: the edge then verifies the draft in one batched eval). Every position of an
+answer is fused against the edge's logits at that position; tokens are sampled from the fused distribution at each
+position and the speculative prefix is kept while the sample equals the drafted token (exact for any sampler: the
+draft only decides which edge KV is precomputed). Answers for a prefix that has changed meanwhile are dropped.
+
+Privacy: ``private_context`` is prepended for the edge model only; the cloud session is opened with the shared
+prompt alone, and what goes up afterwards is only the answer: emitted tokens and the edge's draft (or their bytes,
+cross-vocabulary). The answer is the shared part of the conversation: a secret the edge writes into it goes up with
+it, as it would reach any reader of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Coroutine, Iterator, Optional, TypeVar, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from .fusion import FusedSampler, Fuser, FusionWeights
+from .scheduler import DeadlineScheduler, Lead
+from .slm import NativeSLM
+
+T = TypeVar("T")
+
+
+class Source(str, Enum):
+    FUSED = "fused"              # edge x cloud evidence
+    CLOUD_DRAFT = "cloud-draft"  # a cloud draft token accepted by the fused verification
+    EDGE = "edge"                # edge confident: the cloud was not needed
+    EDGE_ONLY = "edge-only"      # the cloud was late, down or absent
+
+
+@dataclass(frozen=True)
+class HybridToken:
+    id: int
+    text: str             # the complete UTF-8 characters this token finishes (may be "" mid-character)
+    source: Source
+    logprob: float        # fused log-prob of the token (edge log-prob when the cloud had no say)
+    t_ms: float           # emission time since generation started
+    late_ms: float        # emission time minus the token's deadline (<= 0: in time)
+
+
+@dataclass
+class HybridStats:
+    prompt_tokens: int = 0
+    tokens: int = 0
+    latency_ms: float = 0.0          # first request to last token, prefill included
+    prefill_ms: float = 0.0
+    deadline_misses: int = 0
+    max_late_ms: float = float("-inf")
+    sources: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Source})
+    requests: int = 0
+    cloud_errors: int = 0
+    late_answers: int = 0            # answers that came after their tokens were emitted (dropped)
+    rollbacks: int = 0               # drafted tokens thrown away after a fused choice differed
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    scheduler: dict[str, Optional[float]] = field(default_factory=dict)
+
+    @property
+    def ms_per_token(self) -> float:
+        return self.latency_ms / self.tokens if self.tokens else 0.0
+
+    @property
+    def cloud_share(self) -> float:
+        """Fraction of tokens decided with cloud evidence."""
+        used = self.sources[Source.FUSED.value] + self.sources[Source.CLOUD_DRAFT.value]
+        return used / self.tokens if self.tokens else 0.0
+
+
+@dataclass(frozen=True)
+class EdgeThrottle:
+    """Pads edge evals to a slower device's cost (the paper's regime: a Pi-class edge beside a fast cloud).
+    decode_ms: one token; batch_ms_per_token: each further token of a batched eval (verification, prefill)."""
+
+    decode_ms: float
+    batch_ms_per_token: float
+
+    def pad(self, started: float, n_tokens: int) -> None:
+        target = started + (self.decode_ms + self.batch_ms_per_token * max(n_tokens - 1, 0)) / 1e3
+        while (left := target - time.perf_counter()) > 0:
+            time.sleep(left)
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread: the cloud link's IO runs there while the edge computes here."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="floe-cloud-io", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
+        return self.submit(coro).result(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+@dataclass
+class _Request:
+    future: "concurrent.futures.Future[Any]"
+    base: int               # generated tokens committed when it was sent
+    tokens: list[int]       # edge tokens scored after base (edge-led); empty for cloud-led
+    lead: Lead
+    sent: float
+
+
+class HybridGenerator:
+    """Edge SLM + cloud LLM generation with token-level fusion and a per-token deadline.
+
+    ``cloud``: a cloud backend (``floe_edge.cloud.client``: the floe protocol or an OpenAI-compatible server), or
+    None for edge-only. ``fusion``: a preset name, (w_e, w_c) or FusionWeights. The generator owns the IO thread;
+    use it as a context manager or call close()."""
+
+    def __init__(self, edge: NativeSLM, cloud: Any = None, *, fusion: Union[str, tuple[float, float],
+                 FusionWeights] = "assistant", sampler: Optional[FusedSampler] = None, deadline_ms: float = 200.0,
+                 k: int = 20, chunk: int = 8, lookahead: int = 16, lead: Optional[Lead] = None,
+                 throttle: Optional[EdgeThrottle] = None) -> None:
+        if not 1 <= chunk <= 16 or not 1 <= lookahead <= 64 or not 1 <= k <= 64:
+            raise ValueError("chunk must be in 1..16, lookahead in 1..64, k in 1..64")
+        self.edge, self.cloud = edge, cloud
+        self.fuser = Fuser(edge.n_vocab, weights=fusion, top_k=min(k, 64))
+        self.sampler = sampler or FusedSampler()
+        self.scheduler = DeadlineScheduler(deadline_ms=deadline_ms)
+        self.k, self.chunk, self.lookahead, self.fixed_lead, self.throttle = k, chunk, lookahead, lead, throttle
+        self._io = _LoopThread() if cloud is not None else None
+        self.last_stats = HybridStats()
+
+    def cloud_available(self) -> bool:
+        """False while the link's circuit breaker is open (the cloud failed repeatedly)."""
+        return self.cloud is not None and bool(getattr(self.cloud, "available", True))
+
+    def close(self) -> None:
+        if self._io is not None:
+            try:
+                self._io.run(self.cloud.close(), timeout=2)
+            except Exception:  # closing a dead link must not hide the caller's own error
+                pass
+            self._io.close()
+            self._io = None
+
+    def __enter__(self) -> "HybridGenerator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- edge ------------------------------------------------------------------------------------------------------
+    def _eval(self, ids: list[int]) -> npt.NDArray[np.float32]:
+        """Logits after each of ids (2-D) and the time taken into the scheduler."""
+        t = time.perf_counter()
+        logits = self.edge.eval(ids, logits="all")
+        if self.throttle:
+            self.throttle.pad(t, len(ids))
+        self.scheduler.observe_edge((time.perf_counter() - t) * 1e3, len(ids))
+        return np.ascontiguousarray(logits, np.float32).reshape(len(ids), -1)
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def generate(self, prompt: str, n: int = 32, private_context: str = "") -> Iterator[HybridToken]:
+        """Stream n tokens (fewer at end of generation) after prompt. Stats land in last_stats."""
+        return _Run(self, prompt, n, private_context).tokens()
+
+
+class _Run:
+    """One generation: the speculative state (committed, draft, evidence) and the per-token loop."""
+
+    def __init__(self, g: HybridGenerator, prompt: str, n: int, private_context: str) -> None:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self.g, self.n = g, n
+        self.stats = g.last_stats = HybridStats()
+        self.shared_ids = g.edge.tokenize(prompt)
+        self.edge_ids = g.edge.tokenize(private_context + prompt) if private_context else list(self.shared_ids)
+        self.prompt_bytes = prompt.encode()
+        self.committed: list[int] = []
+        self.draft: list[int] = []
+        self.logits: list[npt.NDArray[np.float32]] = []   # logits at head + j, j = 0..len(draft)
+        self.stats_cache: dict[int, bool] = {}             # position -> edge needs the cloud
+        self.evidence: dict[int, tuple[Any, Optional[int]]] = {}  # position -> (Evidence, cloud draft token)
+        self.synced = 0
+        self.request: Optional[_Request] = None
+        self.cloud_ok = g.cloud is not None
+        self.opening: Optional["concurrent.futures.Future[Any]"] = None
+        self.opened = False
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    @property
+    def head(self) -> int:
+        return len(self.committed)
+
+    def _needs_cloud(self, j: int) -> bool:
+        pos = self.head + j
+        if pos not in self.stats_cache:
+            self.stats_cache[pos] = self.g.fuser.edge_stats(self.logits[j]).needs_cloud
+        return self.stats_cache[pos]
+
+    def _draft_one(self) -> None:
+        t = int(self.g.fuser.fuse(self.logits[-1]).ids[0])  # the edge's greedy choice: a guess, verified later
+        self.draft.append(t)
+        self.logits.append(self.g._eval([t])[0])
+
+    def _open(self, now: float) -> None:
+        self.opening = self.g._io.submit(self.g.cloud.open(list(self.shared_ids), self.prompt_bytes))
+        self.g.scheduler.request_sent(now)
+
+    def _session_ready(self, now: float) -> bool:
+        """Is the cloud session open? A failed open is retried at the probe interval."""
+        if self.opened:
+            return True
+        if self.opening is not None and self.opening.done():
+            if self.opening.cancelled() or self.opening.exception() is not None:
+                self.stats.cloud_errors += 1
+                self.opening = None
+            else:
+                self.opened, self.synced = True, 0
+                return True
+        if self.opening is None and self.g.scheduler.should_probe(now):
+            self._open(now)
+        return False
+
+    def _send(self, now: float) -> None:
+        g = self.g
+        lead = g.fixed_lead or g.scheduler.lead()
+        score = self.draft[: 16] if lead is Lead.EDGE else []
+        accepted = self.committed[self.synced:]
+        coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
+                            n_draft=g.chunk if lead is Lead.CLOUD else 0, score_edge_ids=score,
+                            score_bytes=g.edge.detokenize(score) if score else b"",
+                            deadline=time.monotonic() + g.scheduler.deadline_ms / 1e3)
+        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now)
+        self.synced = self.head
+        g.scheduler.request_sent(now)
+        self.stats.requests += 1
+
+    def _collect(self) -> None:
+        """Take a finished answer: evidence for the positions whose prefix still matches what it scored."""
+        r = self.request
+        if r is None or not r.future.done():
+            return
+        self.request = None
+        try:
+            step = r.future.result()
+        except Exception:  # timeouts, resets, breaker open, a lying cloud: the edge goes on alone
+            self.stats.cloud_errors += 1
+            return
+        self.stats.bytes_sent += step.bytes_sent
+        self.stats.bytes_received += step.bytes_received
+        n_tok = len(step.draft) if r.lead is Lead.CLOUD else len(r.tokens) + 1
+        self.g.scheduler.observe_cloud((time.perf_counter() - r.sent) * 1e3, n_tok, getattr(step, "server_ms", None))
+        tokens = list(step.draft) if r.lead is Lead.CLOUD else r.tokens
+        seq = self.committed + self.draft
+        if r.base < self.head - len(tokens) or r.base > self.head:
+            self.stats.late_answers += 1
+            return
+        if r.lead is Lead.CLOUD and r.base == self.head and not self.draft and tokens:
+            self._adopt_cloud_draft(tokens)
+            seq = self.committed + self.draft
+        used = False
+        for j, ev in enumerate(step.evidence):
+            pos = r.base + j
+            if seq[r.base: pos] != tokens[:j]:
+                break  # the prefix changed: this and later positions are stale
+            if pos >= self.head and ev is not None:
+                self.evidence[pos] = (ev, tokens[j] if r.lead is Lead.CLOUD and j < len(tokens) else None)
+                used = True
+        if not used:
+            self.stats.late_answers += 1
+
+    def _adopt_cloud_draft(self, tokens: list[int]) -> None:
+        room = self.n - self.head
+        tokens = tokens[: max(room - 1, 0)]
+        if tokens:
+            batch = self.g._eval(tokens)
+            self.draft = list(tokens)
+            self.logits = self.logits[:1] + [row for row in batch]
+
+    def _emit(self, token: int, source: Source, logprob: float, deadline: float, t0: float,
+              stream: Any) -> HybridToken:
+        now = time.perf_counter()
+        if self.draft and self.draft[0] == token:
+            self.draft.pop(0)
+            self.logits.pop(0)
+        else:  # the fused choice left the draft: drop it and its KV, evaluate the chosen token
+            if self.draft:
+                self.stats.rollbacks += len(self.draft)
+            self.g.edge.truncate(len(self.edge_ids) + self.head)
+            self.draft = []
+            self.logits = [self.g._eval([token])[0]]
+            self.evidence, self.stats_cache = {}, {}  # all computed on the abandoned prefix
+        self.committed.append(token)
+        self.evidence = {p: e for p, e in self.evidence.items() if p >= self.head}
+        late = (now - deadline) * 1e3
+        s = self.stats
+        s.tokens += 1
+        s.sources[source.value] += 1
+        s.max_late_ms = max(s.max_late_ms, late)
+        s.deadline_misses += late > 0
+        return HybridToken(token, stream.feed(token), source, logprob, (now - t0) * 1e3, late)
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+    def tokens(self) -> Iterator[HybridToken]:
+        from . import _native
+
+        g, sch = self.g, self.g.scheduler
+        if len(self.edge_ids) + self.n + g.lookahead > g.edge.n_ctx:
+            raise ValueError(f"prompt ({len(self.edge_ids)}) + n ({self.n}) + lookahead exceed the edge context")
+        t0 = time.perf_counter()
+        if self.cloud_ok:  # the session opens while the edge reads the prompt
+            self._open(time.perf_counter())
+        g.edge.reset()
+        self.logits = [self._prefill()]
+        self.stats.prompt_tokens = len(self.edge_ids)
+        self.stats.prefill_ms = (time.perf_counter() - t0) * 1e3
+        stream = _native.StreamDecoder(g.edge.tokenizer)
+        last_emit = time.perf_counter()
+        margin = sch.margin_ms / 1e3
+        try:
+            while self.head < self.n:
+                deadline = last_emit + sch.deadline_ms / 1e3
+                self._collect()
+                tok = self._decide(deadline, margin)
+                if tok is None:
+                    continue
+                token, source, lp = tok
+                if g.edge.tokenizer.is_eog(token):
+                    break
+                out = self._emit(token, source, lp, deadline, t0, stream)
+                last_emit = time.perf_counter()
+                yield out
+            tail = stream.flush()
+            if tail:
+                yield HybridToken(-1, tail, Source.EDGE_ONLY, 0.0, (time.perf_counter() - t0) * 1e3, 0.0)
+        finally:
+            self.stats.latency_ms = (time.perf_counter() - t0) * 1e3
+            self.stats.scheduler = sch.summary()
+            if self.request is not None:
+                self.request.future.cancel()
+
+    def _prefill(self) -> npt.NDArray[np.float32]:
+        g = self.g
+        t = time.perf_counter()
+        logits = g.edge.eval(self.edge_ids, logits="last")
+        if g.throttle:
+            g.throttle.pad(t, len(self.edge_ids))
+        return np.ascontiguousarray(logits, np.float32).reshape(-1)
+
+    def _decide(self, deadline: float, margin: float) -> Optional[tuple[int, Source, float]]:
+        """The head token and its source, or None after doing some work (draft, send, wait) first."""
+        g, sch = self.g, self.g.scheduler
+        now = time.perf_counter()
+        ev = self.evidence.get(self.head)
+        if ev is not None:
+            evidence, cloud_tok = ev
+            fused = g.fuser.fuse(self.logits[0], evidence.ids, evidence.logprobs)
+            tok = g.sampler.sample(fused, self.committed)
+            src = Source.CLOUD_DRAFT if cloud_tok == tok.token else Source.FUSED
+            return tok.token, src, tok.logprob
+        if not self.cloud_ok or not self._needs_cloud(0):
+            return self._edge_token(Source.EDGE if self.cloud_ok else Source.EDGE_ONLY)
+        # the head needs the cloud
+        if not self._session_ready(now):
+            if self.opening is not None and sch.wait_for_cloud(now, deadline, deadline):
+                try:  # the session is opening: wait for it while the head's deadline allows
+                    self.opening.exception(timeout=max(deadline - margin - now, 0.0))
+                    return None
+                except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                    pass
+            return self._edge_token(Source.EDGE_ONLY)
+        if self.request is None:
+            useful = sch.cloud_useful(len(self.draft) + 1)
+            if g.cloud_available() and (useful or sch.should_probe(now)):
+                self._send(time.perf_counter())
+                if useful:
+                    return None
+            return self._edge_token(Source.EDGE_ONLY)
+        r = self.request
+        covers = r.base <= self.head <= r.base + len(r.tokens) + (g.chunk if r.lead is Lead.CLOUD else 0)
+        expected = sch.expected_ms(len(r.tokens) + 1)
+        arrival = r.sent + (expected or 0.0) / 1e3  # no observation yet: hope, bounded by the deadline
+        if not covers or not sch.wait_for_cloud(now, deadline, arrival):
+            return self._edge_token(Source.EDGE_ONLY)
+        # wait: draft ahead while a whole edge token fits before the deadline, else block on the answer
+        edge_ms = sch.edge_token_ms.ewma or 0.0
+        if (r.lead is Lead.EDGE and len(self.draft) < g.lookahead
+                and now + edge_ms / 1e3 < min(deadline - margin, arrival)):
+            self._draft_one()
+            return None
+        try:
+            r.future.exception(timeout=max(deadline - margin - time.perf_counter(), 0.0))
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            return self._edge_token(Source.EDGE_ONLY)
+        return None
+
+    def _edge_token(self, source: Source) -> tuple[int, Source, float]:
+        fused = self.g.fuser.fuse(self.logits[0])
+        tok = self.g.sampler.sample(fused, self.committed)
+        return tok.token, source, tok.logprob
