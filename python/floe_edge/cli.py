@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="ids, text and timings as JSON")
     gen.set_defaults(func=_cmd_generate)
 
+    cloud = sub.add_parser("cloud", help="the cloud side: serve a model's top-k log-probs to floe devices")
+    from .cloud.server import register_cli as register_cloud
+
+    register_cloud(cloud.add_subparsers(dest="cloud_command", required=True))
+
     mk = sub.add_parser("make-slm", help="write a GGUF with the first N blocks of a base model")
     mk.add_argument("--base", default="smollm2-135m", help="model name or GGUF path")
     mk.add_argument("--layers", type=int, required=True)

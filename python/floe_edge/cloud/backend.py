@@ -1,0 +1,238 @@
+"""The model behind `floe cloud serve`: one llama-cpp-python model, top-k log-probs, greedy drafts, batched scoring.
+
+One llama context holds the tokens of whichever session was stepped last. A step evaluates only the suffix past the
+longest common prefix with what the context holds (like `Llama.generate`: `kv_cache_seq_rm` from the first
+differing position, then decode the rest), so a session stepped again pays only for its new tokens, and accepted
+draft / scored tokens, already in the context, cost nothing. The logits of the last few positions are kept too, so a
+step right after session creation, or one that only accepts draft tokens, decodes nothing at all.
+
+Logits are requested only for the positions a step returns (the batch's `logits` flags), not for every prompt
+token as `logits_all=True` would: that would mean an n_ctx x n_vocab float32 buffer (1 GB for Gemma 3 at n_ctx 1024)
+and the output projection for every prompt token.
+
+Not thread-safe: the server calls a backend from one worker thread. Any object with the `Backend` methods can stand
+in for `LlamaBackend` (tests of the device-side client use a fake).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from .protocol import MAX_DRAFT, encode_vocab
+
+__all__ = ["Backend", "LlamaBackend", "TopK", "topk_logprobs"]
+
+TopK = tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]]  # (token at this position or -1, ids, log-probs)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the server needs from a model (duck-typed)."""
+
+    name: str
+    n_vocab: int
+    n_ctx: int
+
+    def vocab_frame(self) -> bytes: ...
+    def tokenize(self, text: bytes, add_bos: bool = True) -> list[int]: ...
+    def token_bytes(self, id: int) -> bytes: ...
+    def is_eog(self, id: int) -> bool: ...
+    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = ()) -> list[TopK]: ...
+    def generate(self, tokens: Sequence[int], max_tokens: int, k: int, temperature: float = 0.0,
+                 seed: Optional[int] = None) -> list[TopK]: ...
+
+
+def _log_softmax(logits: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], float]:
+    """(logits shifted by their max, log-sum-exp of the shifted logits): exp in float32 of values <= 0 is accurate,
+    the sum is taken in float64 so 262144 terms do not lose precision."""
+    x = logits - logits.max()
+    return x, float(np.log(np.exp(x).sum(dtype=np.float64)))
+
+
+def topk_logprobs(logits: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The k most likely ids of one row of raw logits and their log-softmax, sorted descending (ties: lower id)."""
+    x, lse = _log_softmax(np.asarray(logits, np.float32))
+    k = min(k, x.size)
+    ids = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
+    ids = ids[np.lexsort((ids, -x[ids]))]
+    return ids.astype(np.int64), (x[ids].astype(np.float64) - lse).astype(np.float32)
+
+
+class LlamaBackend:
+    """A GGUF model in llama-cpp-python with a prefix-reusing context. `n_evaluated` counts the tokens decoded."""
+
+    def __init__(self, model_path: Union[str, os.PathLike], *, n_ctx: int = 2048, n_threads: int = 1,
+                 n_batch: int = 512, name: Optional[str] = None) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        # swa_full: partial KV removal (prefix reuse) needs the full-size sliding-window cache (Gemma 3).
+        self.llama = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+                                     n_threads=n_threads, n_threads_batch=n_threads, logits_all=False,
+                                     swa_full=True, verbose=False)
+        self.name = name or Path(model_path).stem
+        self.n_vocab = int(self.llama.n_vocab())
+        self.n_ctx = int(self.llama.n_ctx())
+        self._n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._ctx_tokens: list[int] = []  # the tokens whose KV entries the context holds, in order
+        self._rows: dict[int, npt.NDArray[np.float32]] = {}  # position -> logits after it (recent ones only)
+        self._keep_rows = MAX_DRAFT + 2  # a full draft, then its acceptance, decode nothing twice
+        self.n_evaluated = 0
+        self._vocab: Any = None
+        self._vocab_frame: Optional[bytes] = None
+
+    # -- vocabulary ------------------------------------------------------------------------------------------
+    @property
+    def vocab(self) -> Any:
+        if self._vocab is None:
+            from ..vocab_map import LlamaCppVocab
+
+            self._vocab = LlamaCppVocab(self.llama)
+        return self._vocab
+
+    def vocab_frame(self) -> bytes:
+        """Every token's bytes (empty for control tokens: devices ignore them) with control / end flags."""
+        if self._vocab_frame is None:
+            v = self.vocab
+            control = [v.is_control(i) for i in range(self.n_vocab)]
+            tokens = [None if c else v.token_bytes(i) for i, c in enumerate(control)]
+            self._vocab_frame = encode_vocab(tokens, control, [v.is_eog(i) for i in range(self.n_vocab)])
+        return self._vocab_frame
+
+    def tokenize(self, text: bytes, add_bos: bool = True) -> list[int]:
+        """Text to ids; add_bos adds the model's BOS only if the model wants one; special tokens are parsed."""
+        return self.vocab.tokenize(text, add_bos=add_bos, special=True)
+
+    def token_bytes(self, id: int) -> bytes:
+        return self.vocab.token_bytes(id)
+
+    def is_eog(self, id: int) -> bool:
+        return self.vocab.is_eog(id)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the cached context (the next call evaluates all its tokens)."""
+        self._lib.llama_memory_clear(self._lib.llama_get_memory(self.llama._ctx.ctx), True)
+        self._ctx_tokens = []
+        self._rows.clear()
+
+    def _eval(self, tokens: Sequence[int], n_out: int) -> npt.NDArray[np.float32]:
+        """The logits after each of the last n_out of `tokens`, (n_out, n_vocab); the context then starts with
+        `tokens`. Decodes only what neither the KV cache nor the kept logit rows already have."""
+        if not 1 <= n_out <= len(tokens) <= self.n_ctx:
+            raise ValueError(f"need 1 <= n_out ({n_out}) <= tokens ({len(tokens)}) <= n_ctx ({self.n_ctx})")
+        lcp = 0
+        for a, b in zip(self._ctx_tokens, tokens):
+            if a != b:
+                break
+            lcp += 1
+        first_out = len(tokens) - n_out
+        # Decode from the first needed position we hold no logits for (as llama's generate replays the last
+        # prompt token when it is all cached, but without that replay when the logits were kept).
+        keep = min([lcp] + [p for p in range(first_out, lcp) if p not in self._rows])
+        if keep < len(tokens):
+            self._truncate(keep)
+            self._decode(tokens, keep, first_out)
+        return np.stack([self._rows[p] for p in range(first_out, len(tokens))])
+
+    def _truncate(self, keep: int) -> None:
+        if keep < len(self._ctx_tokens):
+            if keep == 0 or not self.llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+                self.reset()  # partial removal unsupported: start over
+                return
+            del self._ctx_tokens[keep:]
+            for p in [p for p in self._rows if p >= keep]:
+                del self._rows[p]
+
+    def _decode(self, tokens: Sequence[int], start: int, first_out: int) -> None:
+        """Decode tokens[start:] (the context holds tokens[:start]) in n_batch chunks, keeping the logit rows of
+        positions >= first_out."""
+        b = self._batch
+        try:
+            for s in range(start, len(tokens), self._n_batch):
+                chunk = tokens[s: s + self._n_batch]
+                b.n_tokens = len(chunk)
+                for i, t in enumerate(chunk):
+                    b.token[i], b.pos[i], b.n_seq_id[i] = int(t), s + i, 1
+                    b.seq_id[i][0] = 0
+                    b.logits[i] = s + i >= first_out
+                rc = self._lib.llama_decode(self.llama._ctx.ctx, b)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode returned {rc}")
+                self.n_evaluated += len(chunk)
+                self._ctx_tokens.extend(int(t) for t in chunk)
+                for i in range(max(first_out - s, 0), len(chunk)):
+                    row = self._lib.llama_get_logits_ith(self.llama._ctx.ctx, i)
+                    self._rows[s + i] = np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+        except BaseException:
+            self.reset()  # the KV cache may be half written: never trust it again
+            raise
+        for p in [p for p in self._rows if p < len(self._ctx_tokens) - self._keep_rows]:
+            del self._rows[p]  # bounded memory: rows near the end are the ones a next step can reuse
+
+    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = ()) -> list[TopK]:
+        """Top-k after `tokens` (position 0), then after each greedy draft token (n_draft) or each scored token."""
+        if n_draft and score:
+            raise ValueError("n_draft and score exclude each other")
+        score = [int(t) for t in score]
+        rows = self._eval(list(tokens) + score, 1 + len(score))
+        out: list[TopK] = []
+        if score:
+            for j, row in enumerate(rows):
+                ids, lps = topk_logprobs(row, k)
+                out.append((score[j] if j < len(score) else -1, ids, lps))
+            return out
+        seq = list(tokens)
+        row = rows[0]
+        for _ in range(n_draft):  # greedy, one token at a time (as llama's generate does)
+            ids, lps = topk_logprobs(row, k)
+            tok = int(np.argmax(row))
+            out.append((tok, ids, lps))
+            seq.append(tok)
+            row = self._eval(seq, 1)[0]
+        ids, lps = topk_logprobs(row, k)
+        out.append((-1, ids, lps))
+        return out
+
+    def generate(self, tokens: Sequence[int], max_tokens: int, k: int, temperature: float = 0.0,
+                 seed: Optional[int] = None) -> list[TopK]:
+        """Up to max_tokens tokens (stops after an end-of-generation token): each as (token, top-k ids, raw
+        log-probs of its position). Greedy at temperature 0, else sampled from softmax(logits / temperature)."""
+        rng = np.random.default_rng(seed)
+        seq = list(tokens)
+        out: list[TopK] = []
+        for _ in range(max_tokens):
+            row = self._eval(seq, 1)[0]
+            if temperature > 0:
+                x, lse = _log_softmax(row / np.float32(temperature))
+                p = np.exp(x.astype(np.float64) - lse)
+                tok = int(rng.choice(p.size, p=p / p.sum()))
+            else:
+                tok = int(np.argmax(row))
+            ids, lps = topk_logprobs(row, max(k, 1))
+            if tok not in ids:  # the chosen token's own log-prob is reported too
+                x, lse = _log_softmax(row)
+                ids, lps = np.append(ids, tok), np.append(lps, np.float32(x[tok] - lse))
+            out.append((tok, ids, lps))
+            seq.append(tok)
+            if self.is_eog(tok) or len(seq) >= self.n_ctx:
+                break
+        return out
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+        self.llama.close()
+
+    def __enter__(self) -> "LlamaBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
