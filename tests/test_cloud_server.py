@@ -144,6 +144,23 @@ def test_scoring_gives_each_positions_topk(client, backend, ref, prompt_ids) -> 
     assert step(client, sid, k=1).n_past == len(prompt_ids)  # scored tokens are not committed
 
 
+def test_want_returns_only_the_asked_positions(client, backend, ref, prompt_ids) -> None:
+    """`want`: the device asks for the positions where its edge is unsure; the rest come back empty (and skip the
+    output layer), the asked ones equal to a full scoring."""
+    score = backend.tokenize(b" fibonacci(n - 1) + fib", add_bos=False)
+    backend.reset()
+    sid = new_session(client, prompt=prompt_ids)
+    frame = step(client, sid, k=10, score=score, want=[0, 3])
+    assert [p.token for p in frame.positions] == score + [-1]
+    assert [len(p.ids) for p in frame.positions] == [10 if j in (0, 3) else 0 for j in range(len(score) + 1)]
+    lp = ref_logprobs(ref, [prompt_ids, score])
+    for j in (0, 3):
+        assert_matches(frame.positions[j], lp[len(prompt_ids) - 1 + j], 10)
+    for bad in ([len(score) + 1], [1, 1], ["0"]):
+        r = client.post(f"/v1/floe/sessions/{sid}/step", json={"score": score, "want": bad}, headers=AUTH)
+        assert r.status_code == 400 and "want" in r.json()["error"]["message"]
+
+
 def test_prefix_reuse_decodes_only_new_tokens(client, backend, prompt_ids) -> None:
     backend.reset()
     n0 = backend.n_evaluated

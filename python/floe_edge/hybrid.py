@@ -103,6 +103,12 @@ class EdgeThrottle:
             time.sleep(left)
 
 
+def _new_stream(edge: NativeSLM) -> Any:
+    from . import _native
+
+    return _native.StreamDecoder(edge.tokenizer)
+
+
 class _LoopThread:
     """An asyncio loop on a daemon thread: the cloud link's IO runs there while the edge computes here."""
 
@@ -189,6 +195,43 @@ class HybridGenerator:
         """Stream n tokens (fewer at end of generation) after prompt. Stats land in last_stats."""
         return _Run(self, prompt, n, private_context).tokens()
 
+    def generate_cloud_only(self, prompt: str, n: int = 32, chunk: int = 16) -> Iterator[HybridToken]:
+        """The cloud-only baseline: the cloud's greedy text, `chunk` tokens per round trip, no edge model in the
+        loop (tokens are shown in edge ids). No deadline fallback: late_ms says how late each token was."""
+        if self.cloud is None or self._io is None:
+            raise ValueError("cloud-only generation needs a cloud")
+        stats = self.last_stats = HybridStats()
+        stream = _new_stream(self.edge)
+        t0 = last = time.perf_counter()
+        ids = self.edge.tokenize(prompt)
+        stats.prompt_tokens = len(ids)
+        self._io.run(self.cloud.open(ids, prompt.encode()))
+        accepted: list[int] = []
+        try:
+            while stats.tokens < n:
+                deadline = time.monotonic() + 30.0
+                step = self._io.run(self.cloud.step(accepted, self.edge.detokenize(accepted), k=1,
+                                                    n_draft=min(chunk, n - stats.tokens), deadline=deadline))
+                stats.requests += 1
+                stats.bytes_sent += step.bytes_sent
+                stats.bytes_received += step.bytes_received
+                accepted = [t for t in step.draft[: n - stats.tokens]]
+                if not accepted:
+                    break
+                now = time.perf_counter()
+                for t in accepted:
+                    if self.edge.tokenizer.is_eog(t):
+                        return
+                    late = (now - last) * 1e3 - self.scheduler.deadline_ms
+                    last = now
+                    stats.tokens += 1
+                    stats.sources[Source.CLOUD_DRAFT.value] += 1
+                    stats.deadline_misses += late > 0
+                    stats.max_late_ms = max(stats.max_late_ms, late)
+                    yield HybridToken(t, stream.feed(t), Source.CLOUD_DRAFT, 0.0, (now - t0) * 1e3, late)
+        finally:
+            stats.latency_ms = (time.perf_counter() - t0) * 1e3
+
 
 class _Run:
     """One generation: the speculative state (committed, draft, evidence) and the per-token loop."""
@@ -250,6 +293,8 @@ class _Run:
     def _send(self, now: float) -> None:
         g = self.g
         lead = g.fixed_lead or g.scheduler.lead()
+        if not getattr(g.cloud, "can_score", True):  # plain OpenAI completions cannot score given text
+            lead = Lead.CLOUD
         score = self.draft[: 16] if lead is Lead.EDGE else []
         accepted = self.committed[self.synced:]
         coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
@@ -328,8 +373,6 @@ class _Run:
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def tokens(self) -> Iterator[HybridToken]:
-        from . import _native
-
         g, sch = self.g, self.g.scheduler
         if len(self.edge_ids) + self.n + g.lookahead > g.edge.n_ctx:
             raise ValueError(f"prompt ({len(self.edge_ids)}) + n ({self.n}) + lookahead exceed the edge context")
@@ -340,7 +383,7 @@ class _Run:
         self.logits = [self._prefill()]
         self.stats.prompt_tokens = len(self.edge_ids)
         self.stats.prefill_ms = (time.perf_counter() - t0) * 1e3
-        stream = _native.StreamDecoder(g.edge.tokenizer)
+        stream = _new_stream(g.edge)
         last_emit = time.perf_counter()
         margin = sch.margin_ms / 1e3
         try:

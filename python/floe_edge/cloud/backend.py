@@ -42,7 +42,8 @@ class Backend(Protocol):
     def tokenize(self, text: bytes, add_bos: bool = True) -> list[int]: ...
     def token_bytes(self, id: int) -> bytes: ...
     def is_eog(self, id: int) -> bool: ...
-    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = ()) -> list[TopK]: ...
+    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = (),
+             want: Optional[Sequence[int]] = None) -> list[TopK]: ...
     def generate(self, tokens: Sequence[int], max_tokens: int, k: int, temperature: float = 0.0,
                  seed: Optional[int] = None) -> list[TopK]: ...
 
@@ -122,24 +123,27 @@ class LlamaBackend:
         self._ctx_tokens = []
         self._rows.clear()
 
-    def _eval(self, tokens: Sequence[int], n_out: int) -> npt.NDArray[np.float32]:
-        """The logits after each of the last n_out of `tokens`, (n_out, n_vocab); the context then starts with
-        `tokens`. Decodes only what neither the KV cache nor the kept logit rows already have."""
+    def _eval(self, tokens: Sequence[int], n_out: int,
+              want: Optional[Sequence[int]] = None) -> list[Optional[npt.NDArray[np.float32]]]:
+        """The logits after each of the last n_out of `tokens` (None for those not in `want`, indices 0..n_out-1;
+        default all); the context then starts with `tokens`. Decodes only what neither the KV cache nor the kept
+        logit rows already have, and computes the output layer only at the wanted positions."""
         if not 1 <= n_out <= len(tokens) <= self.n_ctx:
             raise ValueError(f"need 1 <= n_out ({n_out}) <= tokens ({len(tokens)}) <= n_ctx ({self.n_ctx})")
+        first_out = len(tokens) - n_out
+        out = {first_out + j for j in (range(n_out) if want is None else want)}
         lcp = 0
         for a, b in zip(self._ctx_tokens, tokens):
             if a != b:
                 break
             lcp += 1
-        first_out = len(tokens) - n_out
         # Decode from the first needed position we hold no logits for (as llama's generate replays the last
         # prompt token when it is all cached, but without that replay when the logits were kept).
-        keep = min([lcp] + [p for p in range(first_out, lcp) if p not in self._rows])
+        keep = min([lcp] + [p for p in out if p < lcp and p not in self._rows])
         if keep < len(tokens):
             self._truncate(keep)
-            self._decode(tokens, keep, first_out)
-        return np.stack([self._rows[p] for p in range(first_out, len(tokens))])
+            self._decode(tokens, keep, out)
+        return [self._rows[p] if p in out else None for p in range(first_out, len(tokens))]
 
     def _truncate(self, keep: int) -> None:
         if keep < len(self._ctx_tokens):
@@ -150,9 +154,9 @@ class LlamaBackend:
             for p in [p for p in self._rows if p >= keep]:
                 del self._rows[p]
 
-    def _decode(self, tokens: Sequence[int], start: int, first_out: int) -> None:
+    def _decode(self, tokens: Sequence[int], start: int, out: set[int]) -> None:
         """Decode tokens[start:] (the context holds tokens[:start]) in n_batch chunks, keeping the logit rows of
-        positions >= first_out."""
+        the positions in `out`."""
         b = self._batch
         try:
             for s in range(start, len(tokens), self._n_batch):
@@ -161,13 +165,13 @@ class LlamaBackend:
                 for i, t in enumerate(chunk):
                     b.token[i], b.pos[i], b.n_seq_id[i] = int(t), s + i, 1
                     b.seq_id[i][0] = 0
-                    b.logits[i] = s + i >= first_out
+                    b.logits[i] = s + i in out
                 rc = self._lib.llama_decode(self.llama._ctx.ctx, b)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode returned {rc}")
                 self.n_evaluated += len(chunk)
                 self._ctx_tokens.extend(int(t) for t in chunk)
-                for i in range(max(first_out - s, 0), len(chunk)):
+                for i in (i for i in range(len(chunk)) if s + i in out):
                     row = self._lib.llama_get_logits_ith(self.llama._ctx.ctx, i)
                     self._rows[s + i] = np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
         except BaseException:
@@ -176,28 +180,30 @@ class LlamaBackend:
         for p in [p for p in self._rows if p < len(self._ctx_tokens) - self._keep_rows]:
             del self._rows[p]  # bounded memory: rows near the end are the ones a next step can reuse
 
-    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = ()) -> list[TopK]:
-        """Top-k after `tokens` (position 0), then after each greedy draft token (n_draft) or each scored token."""
+    def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = (),
+             want: Optional[Sequence[int]] = None) -> list[TopK]:
+        """Top-k after `tokens` (position 0), then after each greedy draft token (n_draft) or each scored token.
+        Positions not in `want` (default all) come back with no entries; when scoring they skip the output layer."""
         if n_draft and score:
             raise ValueError("n_draft and score exclude each other")
         score = [int(t) for t in score]
-        rows = self._eval(list(tokens) + score, 1 + len(score))
+        wanted = set(range(1 + max(n_draft, len(score)))) if want is None else set(want)
+        none = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        rows = self._eval(list(tokens) + score, 1 + len(score), sorted(wanted) if score else None)
         out: list[TopK] = []
         if score:
             for j, row in enumerate(rows):
-                ids, lps = topk_logprobs(row, k)
+                ids, lps = topk_logprobs(row, k) if row is not None else none
                 out.append((score[j] if j < len(score) else -1, ids, lps))
             return out
         seq = list(tokens)
         row = rows[0]
-        for _ in range(n_draft):  # greedy, one token at a time (as llama's generate does)
-            ids, lps = topk_logprobs(row, k)
+        for j in range(n_draft):  # greedy, one token at a time (as llama's generate does)
             tok = int(np.argmax(row))
-            out.append((tok, ids, lps))
+            out.append((tok, *(topk_logprobs(row, k) if j in wanted else none)))
             seq.append(tok)
             row = self._eval(seq, 1)[0]
-        ids, lps = topk_logprobs(row, k)
-        out.append((-1, ids, lps))
+        out.append((-1, *(topk_logprobs(row, k) if n_draft in wanted else none)))
         return out
 
     def generate(self, tokens: Sequence[int], max_tokens: int, k: int, temperature: float = 0.0,

@@ -24,19 +24,22 @@ Two kinds of session, fixed by how it is created:
 
 StepRequest fields (all optional): append: [ids] | append_b64: str, k: 1..max_k (default 20), n_draft: 0..16
 (greedy cloud draft tokens), score: [ids] | score_b64: str (an edge draft, scored in one batch; excludes n_draft;
-at most 16 tokens after tokenization), fmt: "f16" | "int8". The response holds n_pos = 1 + n_draft (or 1 + number of
-scored tokens) positions: position 0 is the distribution of the next token after the committed text; position j > 0
-the distribution after draft/scored token j - 1 (`token` of position j - 1 is that token, in cloud ids).
+at most 16 tokens after tokenization), want: [position indices] (the positions whose top-k the device needs; the
+others come back with no entries and cost the server no output layer; default all), fmt: "f16" | "int8". The
+response holds n_pos = 1 + n_draft (or 1 + number of scored tokens) positions: position 0 is the distribution of the
+next token after the committed text; position j > 0 the distribution after draft/scored token j - 1 (`token` of
+position j - 1 is that token, in cloud ids).
 
 Errors: 4xx/5xx with JSON {"error": {"code": str, "message": str}}; 503 means "overloaded, retry later".
 
 Step frame (little-endian):
-    header  magic b"FLS1" | fmt u8 (0 f16, 1 int8) | k u8 | n_pos u16 | n_past u32       (12 bytes)
+    header  magic b"FLS2" | fmt u8 (0 f16, 1 int8) | k u8 | n_pos u16 | n_past u32       (12 bytes)
     per position:
         token   i32   the draft token at this position (greedy cloud draft, or the scored token), -1 for the last
-        [scale  f32]  int8 only: lp = -q * scale
-        ids     k x u32
-        lps     k x f16  (-inf = absent entry), or k x u8 (q = round(-lp / scale), 255 = absent)
+        n       u8    entries that follow (0..k; 0 for a position not wanted)
+        [scale  f32]  int8 and n > 0 only: lp = -q * scale
+        ids     n x u32
+        lps     n x f16, or n x u8 (q = round(-lp / scale))
     Entries are sorted by log-prob, descending; log-probs are the cloud's raw log-softmax (temperature 1).
 
 Vocabulary frame: magic b"FLV1" | n u32 | per token: flags u8 (bit 0 control, bit 1 end-of-generation) | len u16 | bytes.
@@ -52,11 +55,10 @@ from typing import Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-STEP_MAGIC = b"FLS1"
+STEP_MAGIC = b"FLS2"
 VOCAB_MAGIC = b"FLV1"
 FMT_F16, FMT_INT8 = 0, 1
 FORMATS = {"f16": FMT_F16, "int8": FMT_INT8}
-ABSENT_U8 = 255
 _HEADER = struct.Struct("<4sBBHI")
 
 # Server limits (defaults; `floe cloud serve` flags change them).
@@ -82,13 +84,9 @@ class StepFrame:
     positions: list[Position]
 
 
-def _entry_bytes(fmt: int) -> int:
-    return 4 + (2 if fmt == FMT_F16 else 1)
-
-
 def encode_step(n_past: int, positions: Sequence[tuple[int, Sequence[int], Sequence[float]]], k: int,
-                fmt: str = "f16") -> bytes:
-    """Positions as (token, ids, logprobs) with at most k entries each (padded with absent entries)."""
+               fmt: str = "f16") -> bytes:
+    """Positions as (token, ids, logprobs), at most k entries each (-inf entries are left out)."""
     f = FORMATS[fmt]
     if not 1 <= k <= 255 or len(positions) > 0xFFFF:
         raise ValueError("k must be in 1..255 and positions fewer than 65536")
@@ -96,19 +94,17 @@ def encode_step(n_past: int, positions: Sequence[tuple[int, Sequence[int], Seque
     for token, ids, lps in positions:
         if len(ids) != len(lps) or len(ids) > k:
             raise ValueError("each position needs matching ids and logprobs, at most k")
-        idv = np.zeros(k, "<u4")
-        idv[: len(ids)] = np.asarray(ids, np.int64)
-        lp = np.full(k, -np.inf, np.float64)
-        lp[: len(lps)] = np.minimum(np.asarray(lps, np.float64), 0.0)
-        out.append(struct.pack("<i", token))
+        lp = np.minimum(np.asarray(lps, np.float64), 0.0)
+        keep = np.isfinite(lp)
+        idv, lp = np.asarray(ids, np.int64)[keep].astype("<u4"), lp[keep]
+        out.append(struct.pack("<iB", token, len(lp)))
+        if not len(lp):
+            continue
         if f == FMT_F16:
             out += [idv.tobytes(), lp.astype("<f2").tobytes()]
         else:
-            finite = lp[np.isfinite(lp)]
-            scale = float(-finite.min()) / 254.0 if finite.size and finite.min() < 0 else 1.0
-            q = np.full(k, ABSENT_U8, np.uint8)
-            ok = np.isfinite(lp)
-            q[ok] = np.clip(np.rint(-lp[ok] / scale), 0, 254).astype(np.uint8)
+            scale = float(-lp.min()) / 254.0 if lp.min() < 0 else 1.0
+            q = np.clip(np.rint(-lp / scale), 0, 254).astype(np.uint8)
             out += [struct.pack("<f", scale), idv.tobytes(), q.tobytes()]
     return b"".join(out)
 
@@ -120,37 +116,42 @@ def decode_step(data: bytes, n_vocab: Optional[int] = None) -> StepFrame:
     magic, f, k, n_pos, n_past = _HEADER.unpack_from(data)
     if magic != STEP_MAGIC or f not in (FMT_F16, FMT_INT8) or k == 0:
         raise ProtocolError("not a floe step frame (magic, format or k)")
-    per = 4 + (4 if f == FMT_INT8 else 0) + k * _entry_bytes(f)
-    if len(data) != _HEADER.size + n_pos * per:
-        raise ProtocolError(f"step frame is {len(data)} bytes, its header says {_HEADER.size + n_pos * per}")
+    lp_size = 2 if f == FMT_F16 else 1
     positions = []
     off = _HEADER.size
     for _ in range(n_pos):
-        (token,) = struct.unpack_from("<i", data, off)
-        off += 4
-        if f == FMT_INT8:
+        if off + 5 > len(data):
+            raise ProtocolError("truncated step frame")
+        token, n = struct.unpack_from("<iB", data, off)
+        off += 5
+        if n > k:
+            raise ProtocolError(f"a position has {n} entries, more than k = {k}")
+        scale = 1.0
+        if f == FMT_INT8 and n:
+            if off + 4 > len(data):
+                raise ProtocolError("truncated step frame")
             (scale,) = struct.unpack_from("<f", data, off)
             off += 4
             if not np.isfinite(scale) or scale <= 0:
                 raise ProtocolError("bad int8 scale")
-        ids = np.frombuffer(data, "<u4", k, off).astype(np.int64)
-        off += 4 * k
+        if off + n * (4 + lp_size) > len(data):
+            raise ProtocolError("truncated step frame")
+        ids = np.frombuffer(data, "<u4", n, off).astype(np.int64)
+        off += 4 * n
         if f == FMT_F16:
-            lp = np.frombuffer(data, "<f2", k, off).astype(np.float32)
-            off += 2 * k
+            lp = np.frombuffer(data, "<f2", n, off).astype(np.float32)
         else:
-            q = np.frombuffer(data, np.uint8, k, off)
-            off += k
-            lp = np.where(q == ABSENT_U8, -np.inf, -q.astype(np.float32) * np.float32(scale)).astype(np.float32)
-        if np.isnan(lp).any() or (lp > 0).any():
-            raise ProtocolError("log-probs must be <= 0 and not NaN")
-        present = np.isfinite(lp)
-        ids, lp = ids[present], lp[present]
+            lp = (-np.frombuffer(data, np.uint8, n, off).astype(np.float32) * np.float32(scale)).astype(np.float32)
+        off += lp_size * n
+        if not np.isfinite(lp).all() or (lp > 0).any():
+            raise ProtocolError("log-probs must be finite and <= 0")
         if n_vocab is not None and ((ids >= n_vocab).any() or token >= n_vocab):
             raise ProtocolError("token id outside the cloud vocabulary")
         if token < -1 or len(np.unique(ids)) != len(ids):
             raise ProtocolError("bad draft token or repeated ids")
         positions.append(Position(int(token), ids.astype(np.int32), lp))
+    if off != len(data):
+        raise ProtocolError(f"{len(data) - off} trailing bytes after the step frame")
     return StepFrame(int(n_past), positions)
 
 

@@ -374,7 +374,7 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
     async def step(sid: str, request: Request) -> Response:
         t0 = time.perf_counter()
         body = await _json(request)
-        _only(body, {"append", "append_b64", "k", "n_draft", "score", "score_b64", "fmt"})
+        _only(body, {"append", "append_b64", "k", "n_draft", "score", "score_b64", "want", "fmt"})
         s = sessions.get(owner(request), sid)
         for f in (("append", "score") if s.text is not None else ("append_b64", "score_b64")):
             if f in body:
@@ -394,6 +394,12 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
             append = score = []
         if n_draft and (score or score_b):
             raise _bad("n_draft and score exclude each other")
+        want = body.get("want")
+        if want is not None:
+            top = max(n_draft, limits.max_score)
+            if not isinstance(want, list) or any(type(w) is not int or not 0 <= w <= top for w in want) \
+                    or len(set(want)) != len(want):
+                raise _bad(f"want must be a list of distinct positions in 0..{top}")
 
         def run() -> tuple[list[int], Optional[bytes], list[Any]]:
             text = None if s.text is None else s.text + append_b
@@ -404,7 +410,11 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
             if len(scored) > limits.max_score:
                 raise _bad(f"score is {len(scored)} tokens, at most {limits.max_score} allowed", "too_long")
             check_ctx(len(tokens), max(n_draft, len(scored)))
-            return tokens, text, backend.topk(tokens, k, n_draft, scored)
+            n_pos = 1 + max(n_draft, len(scored))
+            if want is not None and any(w >= n_pos for w in want):
+                raise _bad(f"want names a position beyond the {n_pos} of this step")
+            extra = {} if want is None else {"want": want}
+            return tokens, text, backend.topk(tokens, k, n_draft, scored, **extra)
 
         async with s.lock:
             tokens, text, positions = await worker.run(run)
