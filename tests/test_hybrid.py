@@ -73,12 +73,17 @@ class FakeCloud:
         self.ids = list(prompt_ids)
 
     async def step(self, accepted_ids: list[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
-                   score_edge_ids: list[int] = (), score_bytes: bytes = b"", deadline: float) -> Step:
+                   score_edge_ids: list[int] = (), score_bytes: bytes = b"", want: Optional[list[int]] = None,
+                   deadline: float) -> Step:
         self.received.append(("step", list(accepted_ids), bytes(accepted_bytes), list(score_edge_ids)))
         self.steps += 1
         await self._wait(deadline)
         self.ids += list(accepted_ids)
-        return await asyncio.to_thread(self._compute, list(score_edge_ids), n_draft)
+        step = await asyncio.to_thread(self._compute, list(score_edge_ids), n_draft)
+        if want is not None:
+            empty = Evidence(np.zeros(0, np.int32), np.zeros(0, np.float32))
+            step.evidence = [ev if j in want else empty for j, ev in enumerate(step.evidence)]
+        return step
 
     def _compute(self, score: list[int], n_draft: int) -> Step:
         self.slm.reset()

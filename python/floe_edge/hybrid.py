@@ -138,6 +138,13 @@ class _Request:
     tokens: list[int]       # edge tokens scored after base (edge-led); empty for cloud-led
     lead: Lead
     sent: float
+    want: Optional[set[int]] = None  # positions (from base) asked for; None: all
+
+    def covers(self, head: int, chunk: int) -> bool:
+        j = head - self.base
+        if self.lead is Lead.CLOUD:
+            return 0 <= j <= chunk
+        return 0 <= j <= len(self.tokens) and (self.want is None or j in self.want)
 
 
 class HybridGenerator:
@@ -290,21 +297,44 @@ class _Run:
             self._open(now)
         return False
 
-    def _send(self, now: float) -> None:
-        g = self.g
-        lead = g.fixed_lead or g.scheduler.lead()
+    def _uncertain(self) -> list[int]:
+        """Draft positions (0 = head) where the edge is unsure and no evidence is at hand."""
+        return [j for j in range(len(self.draft) + 1)
+                if self.head + j not in self.evidence and self._needs_cloud(j)]
+
+    def _maybe_send(self, now: float) -> bool:
+        """Send a request when none is in flight and some position ahead needs the cloud: edge-led, the draft up to
+        the last unsure position the time budget allows (only those positions asked for); cloud-led, a chunk."""
+        g, sch = self.g, self.g.scheduler
+        if self.request is not None or not self._session_ready(now) or not g.cloud_available():
+            return False
+        unsure = self._uncertain()
+        if not unsure:
+            return False
+        lead = g.fixed_lead or sch.lead()
         if not getattr(g.cloud, "can_score", True):  # plain OpenAI completions cannot score given text
             lead = Lead.CLOUD
-        score = self.draft[: 16] if lead is Lead.EDGE else []
         accepted = self.committed[self.synced:]
+        if lead is Lead.EDGE:
+            fits = [j for j in unsure if j <= 16 and sch.cloud_useful(len(accepted) + j + 1)]
+            if not fits and not sch.should_probe(now):
+                return False
+            last = fits[-1] if fits else unsure[0]
+            score, want = self.draft[:last], set(fits or unsure[:1])
+        else:
+            if not sch.cloud_useful(len(accepted) + g.chunk) and not sch.should_probe(now):
+                return False
+            score, want = [], None
         coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
                             n_draft=g.chunk if lead is Lead.CLOUD else 0, score_edge_ids=score,
                             score_bytes=g.edge.detokenize(score) if score else b"",
-                            deadline=time.monotonic() + g.scheduler.deadline_ms / 1e3)
-        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now)
+                            want=sorted(want) if want is not None else None,
+                            deadline=time.monotonic() + sch.deadline_ms / 1e3)
+        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want)
         self.synced = self.head
-        g.scheduler.request_sent(now)
+        sch.request_sent(now)
         self.stats.requests += 1
+        return True
 
     def _collect(self) -> None:
         """Take a finished answer: evidence for the positions whose prefix still matches what it scored."""
@@ -316,6 +346,7 @@ class _Run:
             step = r.future.result()
         except Exception:  # timeouts, resets, breaker open, a lying cloud: the edge goes on alone
             self.stats.cloud_errors += 1
+            self.g.scheduler.observe_failure((time.perf_counter() - r.sent) * 1e3)
             return
         self.stats.bytes_sent += step.bytes_sent
         self.stats.bytes_received += step.bytes_received
@@ -334,7 +365,7 @@ class _Run:
             pos = r.base + j
             if seq[r.base: pos] != tokens[:j]:
                 break  # the prefix changed: this and later positions are stale
-            if pos >= self.head and ev is not None:
+            if pos >= self.head and ev is not None and len(ev.ids):
                 self.evidence[pos] = (ev, tokens[j] if r.lead is Lead.CLOUD and j < len(tokens) else None)
                 used = True
         if not used:
@@ -390,6 +421,8 @@ class _Run:
             while self.head < self.n:
                 deadline = last_emit + sch.deadline_ms / 1e3
                 self._collect()
+                if self.cloud_ok:
+                    self._maybe_send(time.perf_counter())
                 tok = self._decide(deadline, margin)
                 if tok is None:
                     continue
@@ -438,21 +471,17 @@ class _Run:
                 except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
                     pass
             return self._edge_token(Source.EDGE_ONLY)
-        if self.request is None:
-            useful = sch.cloud_useful(len(self.draft) + 1)
-            if g.cloud_available() and (useful or sch.should_probe(now)):
-                self._send(time.perf_counter())
-                if useful:
-                    return None
-            return self._edge_token(Source.EDGE_ONLY)
+        if self.request is None and self._maybe_send(now):
+            return None
         r = self.request
-        covers = r.base <= self.head <= r.base + len(r.tokens) + (g.chunk if r.lead is Lead.CLOUD else 0)
+        if r is None or not r.covers(self.head, g.chunk):
+            return self._edge_token(Source.EDGE_ONLY)
         expected = sch.expected_ms(len(r.tokens) + 1)
         arrival = r.sent + (expected or 0.0) / 1e3  # no observation yet: hope, bounded by the deadline
-        if not covers or not sch.wait_for_cloud(now, deadline, arrival):
+        if not sch.wait_for_cloud(now, deadline, arrival):
             return self._edge_token(Source.EDGE_ONLY)
         # wait: draft ahead while a whole edge token fits before the deadline, else block on the answer
-        edge_ms = sch.edge_token_ms.ewma or 0.0
+        edge_ms = max(sch.edge_token_ms.ewma or 0.0, sch.edge_token_ms.p95 or 0.0)
         if (r.lead is Lead.EDGE and len(self.draft) < g.lookahead
                 and now + edge_ms / 1e3 < min(deadline - margin, arrival)):
             self._draft_one()

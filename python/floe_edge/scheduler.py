@@ -51,6 +51,10 @@ class RunningStat:
         if len(self._recent) > self.window:
             self._recent.popleft()
 
+    def clear(self) -> None:
+        self.ewma = None
+        self._recent.clear()
+
     @property
     def n(self) -> int:
         return len(self._recent)
@@ -78,6 +82,7 @@ class DeadlineScheduler:
     edge_token_ms: RunningStat = field(default_factory=RunningStat)    # edge decode, per token
     edge_batch_ms: RunningStat = field(default_factory=RunningStat)    # edge batched verification, per token
     _last_request: float = -math.inf
+    _failing: bool = False
 
     def __post_init__(self) -> None:
         if not self.deadline_ms > 0:
@@ -90,6 +95,7 @@ class DeadlineScheduler:
     def observe_cloud(self, step_ms: float, n_tokens: int, server_ms: Optional[float] = None) -> None:
         """A step that took step_ms end to end for n_tokens drafted or scored (server_ms: compute time, if the
         server reported it)."""
+        self.observe_success()
         self.rtt.add(step_ms)
         if server_ms is not None:
             self.network.add(max(step_ms - server_ms, 0.0))
@@ -101,6 +107,17 @@ class DeadlineScheduler:
             self.network.add(step_ms)
         elif n_tokens:
             self.cloud_token_ms.add((step_ms - base) / n_tokens)
+
+    def observe_failure(self, elapsed_ms: float) -> None:
+        """A step that failed or passed its deadline after elapsed_ms: a lower bound of the response time."""
+        self.rtt.add(elapsed_ms)
+        self._failing = True
+
+    def observe_success(self) -> None:
+        """An answer came back after failures: the network changed, forget what the failures taught."""
+        if self._failing:
+            self.rtt.clear()
+            self._failing = False
 
     def request_sent(self, now: float) -> None:
         self._last_request = now
