@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cloud(cloud.add_subparsers(dest="cloud_command", required=True))
 
+    from .demo import register_cli as register_demo
+
+    register_demo(sub)
+
     mk = sub.add_parser("make-slm", help="write a GGUF with the first N blocks of a base model")
     mk.add_argument("--base", default="smollm2-135m", help="model name or GGUF path")
     mk.add_argument("--layers", type=int, required=True)

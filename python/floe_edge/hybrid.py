@@ -77,6 +77,7 @@ class HybridStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     scheduler: dict[str, Optional[float]] = field(default_factory=dict)
+    trace: list[str] = field(default_factory=list)  # cloud requests and answers, when the generator traces
 
     @property
     def ms_per_token(self) -> float:
@@ -139,6 +140,7 @@ class _Request:
     lead: Lead
     sent: float
     want: Optional[set[int]] = None  # positions (from base) asked for; None: all
+    n_appended: int = 0
 
     def covers(self, head: int, chunk: int) -> bool:
         j = head - self.base
@@ -157,7 +159,7 @@ class HybridGenerator:
     def __init__(self, edge: NativeSLM, cloud: Any = None, *, fusion: Union[str, tuple[float, float],
                  FusionWeights] = "assistant", sampler: Optional[FusedSampler] = None, deadline_ms: float = 200.0,
                  k: int = 20, chunk: int = 8, lookahead: int = 16, lead: Optional[Lead] = None,
-                 throttle: Optional[EdgeThrottle] = None) -> None:
+                 throttle: Optional[EdgeThrottle] = None, trace: bool = False) -> None:
         if not 1 <= chunk <= 16 or not 1 <= lookahead <= 64 or not 1 <= k <= 64:
             raise ValueError("chunk must be in 1..16, lookahead in 1..64, k in 1..64")
         self.edge, self.cloud = edge, cloud
@@ -165,6 +167,7 @@ class HybridGenerator:
         self.sampler = sampler or FusedSampler()
         self.scheduler = DeadlineScheduler(deadline_ms=deadline_ms)
         self.k, self.chunk, self.lookahead, self.fixed_lead, self.throttle = k, chunk, lookahead, lead, throttle
+        self.trace = trace
         self._io = _LoopThread() if cloud is not None else None
         self.last_stats = HybridStats()
 
@@ -278,6 +281,10 @@ class _Run:
         self.draft.append(t)
         self.logits.append(self.g._eval([t])[0])
 
+    def _trace(self, what: str) -> None:
+        if self.g.trace:
+            self.stats.trace.append(f"{(time.perf_counter() - self.t0) * 1e3:8.1f} {what}")
+
     def _open(self, now: float) -> None:
         self.opening = self.g._io.submit(self.g.cloud.open(list(self.shared_ids), self.prompt_bytes))
         self.g.scheduler.request_sent(now)
@@ -329,8 +336,10 @@ class _Run:
                             n_draft=g.chunk if lead is Lead.CLOUD else 0, score_edge_ids=score,
                             score_bytes=g.edge.detokenize(score) if score else b"",
                             want=sorted(want) if want is not None else None,
-                            deadline=time.monotonic() + sch.deadline_ms / 1e3)
-        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want)
+                            # no token waits past its own deadline; the answer may still serve later positions
+                            deadline=time.monotonic() + 2 * sch.deadline_ms / 1e3)
+        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want, len(accepted))
+        self._trace(f"send {lead.value} head {self.head} append {len(accepted)} score {len(score)} want {want}")
         self.synced = self.head
         sch.request_sent(now)
         self.stats.requests += 1
@@ -347,11 +356,16 @@ class _Run:
         except Exception:  # timeouts, resets, breaker open, a lying cloud: the edge goes on alone
             self.stats.cloud_errors += 1
             self.g.scheduler.observe_failure((time.perf_counter() - r.sent) * 1e3)
+            self._trace(f"error after {(time.perf_counter() - r.sent) * 1e3:.0f} ms: {r.future.exception()!r}")
             return
         self.stats.bytes_sent += step.bytes_sent
         self.stats.bytes_received += step.bytes_received
-        n_tok = len(step.draft) if r.lead is Lead.CLOUD else len(r.tokens) + 1
-        self.g.scheduler.observe_cloud((time.perf_counter() - r.sent) * 1e3, n_tok, getattr(step, "server_ms", None))
+        n_tok = r.n_appended + (len(step.draft) if r.lead is Lead.CLOUD else len(r.tokens) + 1)
+        self.g.scheduler.observe_cloud((time.perf_counter() - r.sent) * 1e3, n_tok, getattr(step, "server_ms", None),
+                                       len(step.draft) if r.lead is Lead.CLOUD else 0)
+        self._trace(f"answer base {r.base} head {self.head} after {(time.perf_counter() - r.sent) * 1e3:.0f} ms "
+                    f"(server {getattr(step, 'server_ms', None)}) evidence "
+                    f"{[j for j, e in enumerate(step.evidence) if e is not None and len(e.ids)]}")
         tokens = list(step.draft) if r.lead is Lead.CLOUD else r.tokens
         seq = self.committed + self.draft
         if r.base < self.head - len(tokens) or r.base > self.head:
@@ -407,7 +421,7 @@ class _Run:
         g, sch = self.g, self.g.scheduler
         if len(self.edge_ids) + self.n + g.lookahead > g.edge.n_ctx:
             raise ValueError(f"prompt ({len(self.edge_ids)}) + n ({self.n}) + lookahead exceed the edge context")
-        t0 = time.perf_counter()
+        t0 = self.t0 = time.perf_counter()
         if self.cloud_ok:  # the session opens while the edge reads the prompt
             self._open(time.perf_counter())
         g.edge.reset()
@@ -476,7 +490,7 @@ class _Run:
         r = self.request
         if r is None or not r.covers(self.head, g.chunk):
             return self._edge_token(Source.EDGE_ONLY)
-        expected = sch.expected_ms(len(r.tokens) + 1)
+        expected = sch.expected_ms(r.n_appended + len(r.tokens) + 1)
         arrival = r.sent + (expected or 0.0) / 1e3  # no observation yet: hope, bounded by the deadline
         if not sch.wait_for_cloud(now, deadline, arrival):
             return self._edge_token(Source.EDGE_ONLY)

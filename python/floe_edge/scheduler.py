@@ -10,6 +10,9 @@ The scheduler keeps two running estimates:
 
 Decisions (`DeadlineScheduler`):
 
+* ``expected_ms(n_tokens)``: network p95 + cloud compute per token x tokens of the request (appended, scored or
+  drafted); failed and timed-out steps count as network samples of their elapsed time (lower bounds) until an answer
+  comes back, which clears them (the network changed).
 * ``wait_for_cloud(now, head_deadline, expected_arrival)``: the head token is uncertain and a request that covers it
   is in flight. Wait only when the answer is expected (p95) before the head's deadline minus a margin for fusing and
   emitting; otherwise the token is emitted edge-only now. A late answer is dropped, never waited for.
@@ -76,9 +79,11 @@ class DeadlineScheduler:
     deadline_ms: float = 200.0
     margin_ms: float = 3.0         # fusing + sampling + emitting a token after the answer arrives
     probe_ms: float = 250.0        # in edge-only stretches, one request at most this often
+    slow_edge_ms: float = 25.0     # an edge slower than this per token tries cloud-led first
     rtt: RunningStat = field(default_factory=RunningStat)          # whole step time (network + cloud compute)
     network: RunningStat = field(default_factory=RunningStat)      # step time minus the cloud's estimated compute
-    cloud_token_ms: RunningStat = field(default_factory=RunningStat)   # cloud compute per drafted/scored token
+    cloud_token_ms: RunningStat = field(default_factory=RunningStat)   # cloud compute per request token
+    cloud_draft_ms: RunningStat = field(default_factory=RunningStat)   # cloud compute per greedy draft token
     edge_token_ms: RunningStat = field(default_factory=RunningStat)    # edge decode, per token
     edge_batch_ms: RunningStat = field(default_factory=RunningStat)    # edge batched verification, per token
     _last_request: float = -math.inf
@@ -92,15 +97,18 @@ class DeadlineScheduler:
     def observe_edge(self, ms: float, n_tokens: int = 1) -> None:
         (self.edge_token_ms if n_tokens == 1 else self.edge_batch_ms).add(ms / max(n_tokens, 1))
 
-    def observe_cloud(self, step_ms: float, n_tokens: int, server_ms: Optional[float] = None) -> None:
-        """A step that took step_ms end to end for n_tokens drafted or scored (server_ms: compute time, if the
-        server reported it)."""
+    def observe_cloud(self, step_ms: float, n_tokens: int, server_ms: Optional[float] = None,
+                      n_drafted: int = 0) -> None:
+        """A step that took step_ms end to end for n_tokens appended, scored or drafted, n_drafted of them greedy
+        cloud draft tokens (server_ms: its compute time, if the server reported it)."""
         self.observe_success()
         self.rtt.add(step_ms)
         if server_ms is not None:
             self.network.add(max(step_ms - server_ms, 0.0))
             if n_tokens:
                 self.cloud_token_ms.add(server_ms / n_tokens)
+            if n_drafted:
+                self.cloud_draft_ms.add(server_ms / n_drafted)
             return
         base = self.network.min if self.network.n else None
         if base is None or step_ms < base:
@@ -109,14 +117,17 @@ class DeadlineScheduler:
             self.cloud_token_ms.add((step_ms - base) / n_tokens)
 
     def observe_failure(self, elapsed_ms: float) -> None:
-        """A step that failed or passed its deadline after elapsed_ms: a lower bound of the response time."""
+        """A step that failed or passed its deadline after elapsed_ms: a lower bound of the response time, put on
+        the network (the cloud's compute per token is not what changed)."""
         self.rtt.add(elapsed_ms)
+        self.network.add(elapsed_ms)
         self._failing = True
 
     def observe_success(self) -> None:
         """An answer came back after failures: the network changed, forget what the failures taught."""
         if self._failing:
             self.rtt.clear()
+            self.network.clear()
             self._failing = False
 
     def request_sent(self, now: float) -> None:
@@ -124,13 +135,12 @@ class DeadlineScheduler:
 
     # -- decisions ---------------------------------------------------------------------------------------------
     def expected_ms(self, n_tokens: int) -> Optional[float]:
-        """Expected (p95) time of a step over n_tokens; None before any observation."""
-        p95 = self.rtt.p95
-        if p95 is None:
+        """Expected time of a step over n_tokens (appended, scored or drafted): the network's p95 plus the cloud's
+        compute per token; None before any observation."""
+        base = self.network.p95 if self.network.n else self.rtt.p95
+        if base is None:
             return None
-        per = self.cloud_token_ms.ewma or 0.0
-        base = self.network.p95 if self.network.n else p95
-        return max(p95, base + per * n_tokens)
+        return base + (self.cloud_token_ms.ewma or 0.0) * n_tokens
 
     def wait_for_cloud(self, now: float, head_deadline: float, expected_arrival: float) -> bool:
         """Wait (until min(arrival, deadline)) for an in-flight answer covering the head token?"""
@@ -145,9 +155,13 @@ class DeadlineScheduler:
         return (now - self._last_request) * 1e3 >= self.probe_ms
 
     def lead(self) -> Lead:
-        edge, cloud = self.edge_token_ms.ewma, self.cloud_token_ms.ewma
-        if edge is None or cloud is None:
+        """Cloud-led when the cloud drafts faster than the edge decodes. Until a cloud draft has been timed, only
+        a slow edge (> slow_edge_ms per token, a Pi-class device) tries cloud-led, which then measures it."""
+        edge, cloud = self.edge_token_ms.ewma, self.cloud_draft_ms.ewma
+        if edge is None:
             return Lead.EDGE
+        if cloud is None:
+            return Lead.CLOUD if edge > self.slow_edge_ms else Lead.EDGE
         return Lead.CLOUD if cloud < edge else Lead.EDGE
 
     def summary(self) -> dict[str, Optional[float]]:
