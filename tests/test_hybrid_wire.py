@@ -103,3 +103,17 @@ def test_llama_cpp_openai_server(edge, smollm2_path, tmp_path) -> None:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_cli_generate_with_cloud(smollm2_path, capsys) -> None:
+    import json
+
+    from floe_edge.cli import main
+
+    with CloudServer(smollm2_path, api_key="k", n_ctx=512) as server:
+        rc = main(["generate", "--model", str(smollm2_path), "--cloud", server.url, "--api-key", "k", "--prompt",
+                   PROMPT, "-n", "12", "--deadline-ms", "400", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["tokens"] == len(out["ids"]) == 12
+    assert set(out["source"]) <= {s.value for s in Source} and out["kb_received"] > 0
+    assert main(["generate", "--cloud", "http://127.0.0.1:9", "--prompt", "x", "--fusion", "nope"]) == 2
