@@ -197,8 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_cloud(cloud.add_subparsers(dest="cloud_command", required=True))
 
     from .demo import register_cli as register_demo
+    from .netem import register_cli as register_netem
 
     register_demo(sub)
+    register_netem(sub)
 
     mk = sub.add_parser("make-slm", help="write a GGUF with the first N blocks of a base model")
     mk.add_argument("--base", default="smollm2-135m", help="model name or GGUF path")
