@@ -323,7 +323,8 @@ class _Run:
             lead = Lead.CLOUD
         accepted = self.committed[self.synced:]
         if lead is Lead.EDGE:
-            fits = [j for j in unsure if j <= 16 and sch.cloud_useful(len(accepted) + j + 1)]
+            # at most 12 edge tokens scored: within the server's 16 once another vocabulary re-tokenizes them
+            fits = [j for j in unsure if j <= 12 and sch.cloud_useful(len(accepted) + j + 1)]
             if not fits and not sch.should_probe(now):
                 return False
             last = fits[-1] if fits else unsure[0]

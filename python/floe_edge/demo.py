@@ -1,0 +1,183 @@
+"""`floe demo`: edge SLM + cloud LLM on one machine, three ways (edge-only, cloud-only, floe), side by side.
+
+The cloud is a local `floe cloud serve` in its own process on the other core, reached through `floe_edge.netem` with
+the chosen network profile; the edge runs here, pinned to core 0. Every prompt is generated edge-only, cloud-only
+(the cloud's greedy text, 16 tokens per round trip) and with floe (fusion under a per-token deadline), streamed live
+with each token's source, then summarized: latency, deadline misses, cloud share, KB per query, and a quality proxy,
+the teacher-forced agreement of the text with the cloud model's own top-1 (the cloud-only text scores ~100% by
+construction; it says how much of the LLM's judgement reached the answer, not whether the answer is right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from .hybrid import HybridGenerator, HybridStats, HybridToken, Source
+
+PROMPTS = [
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "The three primary colors are",
+    "Here is a short packing list for a weekend hiking trip:\n1.",
+]
+STYLE = {Source.FUSED: "bold green", Source.CLOUD_DRAFT: "bold cyan", Source.EDGE: "white",
+         Source.EDGE_ONLY: "yellow"}
+
+
+@dataclass
+class Row:
+    prompt: int
+    way: str
+    text: str
+    stats: HybridStats
+    agreement: Optional[float] = None
+
+
+def _pin_to(core: int) -> None:
+    if hasattr(os, "sched_setaffinity") and core in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {core})
+
+
+def _agreement(gen: HybridGenerator, prompt: str, ids: list[int]) -> Optional[float]:
+    """Fraction of the text's tokens that are the cloud's own top-1 given the text before them (where the cloud's
+    positions align with the edge's tokens)."""
+    if not ids:
+        return None
+    io, cloud = gen._io, gen.cloud
+    assert io is not None
+    io.run(cloud.open(gen.edge.tokenize(prompt), prompt.encode()))
+    hits = total = 0
+    done: list[int] = []
+    for i in range(0, len(ids), 12):  # 12 edge tokens stay within the server's 16 in another vocabulary
+        part = ids[i: i + 12]
+        step = io.run(cloud.step(done, gen.edge.detokenize(done), k=1, score_edge_ids=part,
+                                 score_bytes=gen.edge.detokenize(part), deadline=time.monotonic() + 60))
+        for j, tok in enumerate(part):
+            ev = step.evidence[j]
+            if ev is not None and len(ev.ids):
+                total += 1
+                hits += int(ev.ids[0]) == tok
+        done = part
+    return hits / total if total else None
+
+
+def _stream(tokens: Iterator[HybridToken], console: Any, label: str) -> tuple[str, list[int]]:
+    """Show the tokens as they come (live on a terminal, at the end otherwise), coloured by source."""
+    from rich.live import Live
+    from rich.text import Text
+
+    text, ids, shown = "", [], Text(f"{label:>10}  ", style="dim")
+    with Live(shown, console=console, auto_refresh=False) if console.is_terminal else contextlib.nullcontext() as live:
+        for t in tokens:
+            text += t.text
+            if t.id >= 0:
+                ids.append(t.id)
+            shown.append(t.text, style=STYLE[t.source])
+            if live is not None:
+                live.update(shown, refresh=True)
+    if not console.is_terminal:
+        console.print(shown)
+    return text, ids
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import models
+    from .cloud.client import CloudError, FloeCloudBackend
+    from .cloud.local import LocalCloud, other_core
+    from .netem import PROFILES, NetemProxy, Profile
+    from .slm import NativeSLM
+
+    try:
+        from rich.console import Console
+    except ImportError:
+        print("floe demo needs rich: pip install 'floe-edge[demo]'", file=sys.stderr)
+        return 2
+    console = Console(stderr=args.json)
+    edge_path = models.pull(args.edge_model)
+    cloud_path = models.pull(args.cloud_model)
+    if args.profile:
+        profile = PROFILES[args.profile]
+    else:
+        profile = Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
+    prompts = args.prompt or PROMPTS
+    cloud_core = other_core(0)
+    console.print(f"[bold]floe demo[/]: edge {args.edge_model} (core 0), cloud {args.cloud_model} "
+                  f"(core {cloud_core if cloud_core is not None else 'shared'}), network {profile}, "
+                  f"deadline {args.deadline_ms:g} ms/token, fusion '{args.fusion}'")
+    rows: list[Row] = []
+    with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024) as cloud, \
+            NetemProxy(upstream=cloud.address, profile=profile) as proxy, \
+            NativeSLM(edge_path, threads=1, n_ctx=1024) as edge:
+        _pin_to(0)
+        url = f"http://127.0.0.1:{proxy.port}"
+        link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)
+        direct = FloeCloudBackend(cloud.url, edge.tokenizer, api_key=cloud.api_key)
+        with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms) as gen, \
+                HybridGenerator(edge, direct) as judge, HybridGenerator(edge, None) as solo:
+            list(gen.generate_cloud_only(prompts[0], 2))  # warm-up: vocabulary download, model caches
+            for i, prompt in enumerate(prompts):
+                console.rule(f"prompt {i + 1}")
+                console.print(prompt, style="dim", markup=False)
+                ways = [("edge-only", solo, lambda g=solo, p=prompt: g.generate(p, args.n)),
+                        ("cloud-only", gen, lambda g=gen, p=prompt: g.generate_cloud_only(p, args.n)),
+                        ("floe", gen, lambda g=gen, p=prompt: g.generate(p, args.n))]
+                for way, g, make in ways:
+                    text, ids = _stream(make(), console, way)
+                    try:
+                        agreement = _agreement(judge, prompt, ids)
+                    except CloudError as e:  # a measurement only: the table shows "-"
+                        console.print(f"(cloud agreement not measured: {e})", style="dim")
+                        agreement = None
+                    rows.append(Row(i, way, text, g.last_stats, agreement))
+    _summary(console, rows, args)
+    if args.json:
+        print(json.dumps([{"prompt": r.prompt, "way": r.way, "text": r.text, "latency_ms": r.stats.latency_ms,
+                           "tokens": r.stats.tokens, "deadline_misses": r.stats.deadline_misses,
+                           "cloud_share": r.stats.cloud_share, "kb_sent": r.stats.bytes_sent / 1e3,
+                           "kb_received": r.stats.bytes_received / 1e3, "cloud_agreement": r.agreement,
+                           "sources": r.stats.sources} for r in rows]))
+    return 0
+
+
+def _summary(console: Any, rows: list[Row], args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{args.n} tokens per prompt; medians over {len({r.prompt for r in rows})} prompts")
+    for col in ("", "latency ms", "ms/tok", "late", "cloud share", "KB up/down", "cloud agree"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for way in ("edge-only", "cloud-only", "floe"):
+        rs = [r for r in rows if r.way == way]
+        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else float("nan")  # noqa: E731
+        agree = [r.agreement for r in rs if r.agreement is not None]
+        t.add_row(way, f"{med([r.stats.latency_ms for r in rs]):.0f}",
+                  f"{med([r.stats.ms_per_token for r in rs]):.1f}",
+                  str(sum(r.stats.deadline_misses for r in rs)),
+                  f"{med([r.stats.cloud_share for r in rs]):.0%}",
+                  f"{med([r.stats.bytes_sent for r in rs]) / 1e3:.1f}/"
+                  f"{med([r.stats.bytes_received for r in rs]) / 1e3:.1f}",
+                  f"{med(agree):.0%}" if agree else "-")
+    console.print(t)
+    console.print("[bold green]fused[/] with cloud evidence  [bold cyan]cloud draft[/] accepted  "
+                  "[white]edge[/] confident  [yellow]edge-only[/] (cloud late/down)")
+
+
+def register_cli(sub: Any) -> None:
+    p = sub.add_parser("demo", help="edge + local cloud over an emulated network: edge-only vs cloud-only vs floe")
+    p.add_argument("--edge-model", default="smollm2-135m")
+    p.add_argument("--cloud-model", default="gemma3-270m", help="gemma3-270m (another vocabulary) or smollm2-135m")
+    p.add_argument("--rtt", type=float, default=30.0, help="network round-trip time in ms (default 30)")
+    p.add_argument("--jitter", type=float, default=0.0, help="jitter in ms")
+    p.add_argument("--loss", type=float, default=0.0, help="segment loss probability (TCP: retransmission delay)")
+    p.add_argument("--profile", help="a named netem profile instead of --rtt/--jitter/--loss (lan, wifi, lte, ...)")
+    p.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline")
+    p.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
+    p.add_argument("-n", type=int, default=32, help="tokens per prompt")
+    p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")
+    p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
+    p.set_defaults(func=run)
