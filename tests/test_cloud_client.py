@@ -255,7 +255,9 @@ class FakeCloud:
         k, n_draft = j.get("k", 20), j.get("n_draft", 0)
         positions: list[tuple[int, list[int], list[float]]] = []
         if s.ids is not None:  # id session: a deterministic toy model
-            s.ids += j.get("append", [])
+            new = j.get("append", [])
+            done = len(s.ids) - j.get("base", len(s.ids))  # as floe cloud serve: an append applies once
+            s.ids += new[done:] if 0 <= done <= len(new) and s.ids[len(s.ids) - done:] == new[:done] else new
             seq = list(s.ids)
             scored = j.get("score", [])
             for i in range(len(scored) if scored else n_draft):
@@ -269,7 +271,10 @@ class FakeCloud:
             if "want" in j:  # the others come back without entries
                 positions = [p if i in j["want"] else (p[0], [], []) for i, p in enumerate(positions)]
         else:  # text session: the cloud continues with self.script (then </s>)
-            s.text += base64.b64decode(j.get("append_b64", ""))
+            new_b = base64.b64decode(j.get("append_b64", ""))
+            done = len(s.text) - j.get("base", len(s.text))
+            s.text += new_b[done:] if 0 <= done <= len(new_b) and s.text[len(s.text) - done:] == new_b[:done] \
+                else new_b
             if "score_b64" in j:
                 toks = self.vocab.tokenize(base64.b64decode(j["score_b64"]))
                 nxt = toks + [0]
@@ -378,7 +383,8 @@ def test_same_vocab_draft_and_score(cloud, tmp_path):
             assert st.draft == [5, 6] and [p[0] for p in cloud.encoded] == [5, 6, -1]
             assert all(same_topk(ev, pos, 3) for ev, pos in zip(st.evidence, cloud.encoded))
             st = await b.step([1, 1], b"aa", k=2, deadline=soon())  # int8 would round; f16 is exact here
-            assert cloud.log[-1][2] == {"k": 2, "fmt": "f16", "append": [1, 1]} and len(st.evidence) == 1
+            assert cloud.log[-1][2] == {"k": 2, "fmt": "f16", "append": [1, 1], "base": len(PROMPT) + 1}
+            assert len(st.evidence) == 1
             st = await b.step([], b"", k=4, n_draft=3, want=[2, 0], deadline=soon())  # only positions 0 and 2
             assert cloud.log[-1][2]["want"] == [0, 2] and len(st.draft) == 3
             assert [e is not None for e in st.evidence] == [True, False, True, False]
@@ -551,11 +557,10 @@ def test_reset_before_response_is_retried(cloud, tmp_path):
             st = await b.step([], b"", k=5, deadline=soon())  # idempotent: retried as is
             assert len(st.evidence) == 1 and len(cloud.routes("step")) == 2
             cloud.faults.append(Fault("reset"))
-            st = await b.step([4, 5], b" ab", k=5, deadline=soon())  # appends: retried on a fresh session
-            assert cloud.routes("sessions")[-1][2] == {"prompt": PROMPT + [4, 5]}
-            assert "append" not in cloud.log[-1][2] and cloud.sessions["s2"].ids == PROMPT + [4, 5]
-            assert b.stats.reopened == 1 and len(st.evidence) == 1
-            assert "s1" not in cloud.sessions  # the abandoned session was deleted
+            st = await b.step([4, 5], b" ab", k=5, deadline=soon())  # an append carries its base: retried as is
+            assert [r[2].get("append") for r in cloud.routes("step")[-2:]] == [[4, 5], [4, 5]]
+            assert cloud.sessions["s1"].ids == PROMPT + [4, 5]  # applied once
+            assert b.stats.reopened == 0 and len(st.evidence) == 1
     run(main)
 
 
@@ -567,9 +572,10 @@ def test_reset_mid_body_is_an_error_not_retried(cloud, tmp_path):
             with pytest.raises(CloudConnectionError) as e:
                 await b.step([4], b" ", k=20, n_draft=4, deadline=soon())
             assert e.value.response_started and len(cloud.routes("step")) == 1
-            # the append may have been applied: the next step reopens with the whole history, never appends twice
+            # the append was applied, its answer lost: sent again with its base, it is applied once
             st = await b.step([5], b"ab", k=5, deadline=soon())
-            assert cloud.routes("sessions")[-1][2] == {"prompt": PROMPT + [4, 5]} and len(st.evidence) == 1
+            assert cloud.log[-1][2]["append"] == [4, 5] and cloud.log[-1][2]["base"] == len(PROMPT)
+            assert cloud.sessions["s1"].ids == PROMPT + [4, 5] and len(st.evidence) == 1
     run(main)
 
 

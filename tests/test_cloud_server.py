@@ -161,6 +161,23 @@ def test_want_returns_only_the_asked_positions(client, backend, ref, prompt_ids)
         assert r.status_code == 400 and "want" in r.json()["error"]["message"]
 
 
+def test_append_with_base_applies_once(client, backend, prompt_ids) -> None:
+    """A device that lost an answer sends the same append again with the same base: applied once; a base that
+    matches nothing the session holds is a 409."""
+    sid = new_session(client, prompt=prompt_ids)
+    extra = backend.tokenize(b" and more", add_bos=False)
+    n = len(prompt_ids)
+    assert step(client, sid, k=1, append=extra, base=n).n_past == n + len(extra)
+    assert step(client, sid, k=1, append=extra, base=n).n_past == n + len(extra)  # the retry
+    assert step(client, sid, k=1, append=extra + extra[:1], base=n).n_past == n + len(extra) + 1  # and more
+    r = client.post(f"/v1/floe/sessions/{sid}/step", json={"append": extra, "base": 1}, headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    tsid = new_session(client, prompt_b64=base64.b64encode(PROMPT).decode())
+    for _ in range(2):
+        frame = step(client, tsid, k=1, append_b64=base64.b64encode(b" and more").decode(), base=len(PROMPT))
+    assert frame.n_past == len(backend.tokenize(PROMPT + b" and more"))
+
+
 def test_prefix_reuse_decodes_only_new_tokens(client, backend, prompt_ids) -> None:
     backend.reset()
     n0 = backend.n_evaluated

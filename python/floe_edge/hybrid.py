@@ -325,22 +325,28 @@ class _Run:
         if lead is Lead.EDGE:
             # at most 12 edge tokens scored: within the server's 16 once another vocabulary re-tokenizes them
             fits = [j for j in unsure if j <= 12 and sch.cloud_useful(len(accepted) + j + 1)]
-            if not fits and not sch.should_probe(now):
+            probe = not fits
+            if probe and not sch.should_probe(now):
                 return False
             last = fits[-1] if fits else unsure[0]
             score, want = self.draft[:last], set(fits or unsure[:1])
         else:
-            if not sch.cloud_useful(len(accepted) + g.chunk) and not sch.should_probe(now):
+            probe = not sch.cloud_useful(len(accepted) + g.chunk)
+            if probe and not sch.should_probe(now):
                 return False
             score, want = [], None
+        # no token waits past its own deadline; the answer may still serve later positions. A probe (the cloud
+        # looks late or down) gets longer: it is what brings the estimates back, and it catches the cloud up.
+        catch_up = (sch.expected_ms(len(accepted) + len(score) + 1) or 0.0) / 1e3
+        budget = min(max(1.0, 4 * sch.deadline_ms / 1e3, 2 * catch_up), 5.0) if probe else 2 * sch.deadline_ms / 1e3
         coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
                             n_draft=g.chunk if lead is Lead.CLOUD else 0, score_edge_ids=score,
                             score_bytes=g.edge.detokenize(score) if score else b"",
                             want=sorted(want) if want is not None else None,
-                            # no token waits past its own deadline; the answer may still serve later positions
-                            deadline=time.monotonic() + 2 * sch.deadline_ms / 1e3)
+                            deadline=time.monotonic() + budget)
         self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want, len(accepted))
-        self._trace(f"send {lead.value} head {self.head} append {len(accepted)} score {len(score)} want {want}")
+        self._trace(f"send {lead.value} head {self.head} append {len(accepted)} score {len(score)} want {want}"
+                    f"{' (probe)' if probe else ''}")
         self.synced = self.head
         sch.request_sent(now)
         self.stats.requests += 1

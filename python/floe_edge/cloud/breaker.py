@@ -31,7 +31,7 @@ class BreakerState(str, enum.Enum):
 class CircuitBreaker:
     failure_threshold: int = 3
     cooldown_s: float = 1.0
-    max_cooldown_s: float = 30.0
+    max_cooldown_s: float = 4.0  # a device wants to see the cloud back within seconds; a probe is cheap
     clock: Callable[[], float] = time.monotonic
     _state: BreakerState = field(default=BreakerState.CLOSED, init=False)
     _failures: int = field(default=0, init=False)

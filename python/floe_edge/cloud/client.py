@@ -632,6 +632,7 @@ class _Session:
     idle_expiry_s: float
     fingerprint: str
     last_used: float = field(default_factory=time.monotonic)
+    n_bytes: int = 0  # committed bytes (text sessions): the base of the next append
 
 
 def _parse_session(reply: Reply) -> _Session:
@@ -731,13 +732,20 @@ class FloeCloudBackend:
             except SessionExpired:
                 self._drop_session(stale=False)
                 continue
+            except CloudHTTPError as exc:
+                if exc.status == 409:  # the session and the link disagree on what is committed: start over
+                    self._drop_session(stale=True)
+                    continue
+                raise
             except CloudError as exc:
-                if appends and exc.maybe_delivered:
-                    self._drop_session(stale=True)  # never append twice: the next attempt opens a fresh session
-                    if isinstance(exc, CloudConnectionError) and not exc.response_started:
-                        continue
+                # an append that may have reached the server stays pending: it carries its base, so sending it
+                # again applies it once
+                if appends and exc.maybe_delivered and isinstance(exc, CloudConnectionError) \
+                        and not exc.response_started:
+                    continue
                 raise
             session.n_past, session.last_used = n_past, time.monotonic()
+            session.n_bytes += len(self._pending_bytes)
             self._pending_ids, self._pending_bytes = [], bytearray()
             return CloudStep(draft, evidence, (time.monotonic() - t0) * 1e3, s.bytes_sent - c0[0],
                              s.bytes_received - c0[1], s.requests - c0[2], server_ms)
@@ -832,6 +840,7 @@ class FloeCloudBackend:
             self._stale.append(s.sid)
             raise CloudProtocolError(f"same_vocab, but the cloud has {s.n_vocab} tokens and the edge "
                                      f"{self.edge.n_vocab}")
+        s.n_bytes = len(data)
         self._session = s
 
     async def _resolve_mode(self, deadline: float) -> str:
@@ -869,14 +878,14 @@ class FloeCloudBackend:
         body: dict[str, Any] = {"k": k, "fmt": self.fmt}
         if self.mode == "ids":
             if self._pending_ids:
-                body["append"] = self._pending_ids
+                body["append"], body["base"] = self._pending_ids, s.n_past
             if score:
                 body["score"] = score
             if want is not None:  # edge positions are cloud positions
                 body["want"] = want
         else:
             if self._pending_bytes:
-                body["append_b64"] = base64.b64encode(self._pending_bytes).decode()
+                body["append_b64"], body["base"] = base64.b64encode(self._pending_bytes).decode(), s.n_bytes
             if score:
                 score_bytes = score_bytes or b"".join(edge_piece(self.edge, t) for t in score)
                 body["score_b64"] = base64.b64encode(score_bytes).decode()

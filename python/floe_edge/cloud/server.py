@@ -374,7 +374,7 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
     async def step(sid: str, request: Request) -> Response:
         t0 = time.perf_counter()
         body = await _json(request)
-        _only(body, {"append", "append_b64", "k", "n_draft", "score", "score_b64", "want", "fmt"})
+        _only(body, {"append", "append_b64", "base", "k", "n_draft", "score", "score_b64", "want", "fmt"})
         s = sessions.get(owner(request), sid)
         for f in (("append", "score") if s.text is not None else ("append_b64", "score_b64")):
             if f in body:
@@ -394,6 +394,9 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
             append = score = []
         if n_draft and (score or score_b):
             raise _bad("n_draft and score exclude each other")
+        base = body.get("base")
+        if base is not None:
+            base = _int(base, "base", 0, 1 << 40)
         want = body.get("want")
         if want is not None:
             top = max(n_draft, limits.max_score)
@@ -402,8 +405,17 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
                 raise _bad(f"want must be a list of distinct positions in 0..{top}")
 
         def run() -> tuple[list[int], Optional[bytes], list[Any]]:
-            text = None if s.text is None else s.text + append_b
-            tokens = s.tokens + append if text is None else backend.tokenize(text, True)
+            committed: Any = s.tokens if s.text is None else s.text
+            new: Any = append if s.text is None else append_b
+            if base is not None and len(committed) != base:  # an append sent again after a lost answer
+                done = len(committed) - base
+                if 0 < done <= len(new) and committed[base:] == new[:done]:
+                    new = new[done:]  # applied already, maybe followed by more: appends are idempotent
+                else:
+                    raise ApiError(409, "conflict", f"the session holds {len(committed)} "
+                                   f"{'tokens' if s.text is None else 'bytes'}, the step says {base}")
+            text = None if s.text is None else s.text + new
+            tokens = s.tokens + new if text is None else backend.tokenize(text, True)
             scored = score if not score_b else backend.tokenize(score_b, False)
             if not tokens:
                 raise _bad("the session has no tokens yet: append some", "empty_session")

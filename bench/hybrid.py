@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Hybrid generation benchmark: edge-only vs cloud-only vs floe, 32 tokens end to end, under emulated networks.
+
+    python bench/hybrid.py                  # both regimes, writes the "hybrid" section of BENCHMARKS.md + a PNG
+    python bench/hybrid.py --quick --no-write
+
+The cloud is `floe cloud serve` in its own process on core 1, reached through floe_edge.netem; the edge runs here on
+core 0. Per network profile (RTT 10 / 30 / 80 / 250±50 ms, 30 ms with 1% loss, 30 ms with a 1 s outage starting
+150 ms into each generation) every prompt is generated cloud-only (the cloud's greedy text, 16 tokens per round
+trip) and with floe (fusion under a per-token deadline); edge-only does not touch the network and is run once per
+prompt and repetition. Latency is from the request to the last token, prompt included; a deadline miss is a token
+emitted more than 5 ms after its deadline (the previous token + deadline_ms). KB per query counts HTTP bytes both
+ways (headers included). Two regimes:
+
+* this machine: edge SmolLM2-135M as it runs here (~12 ms/token), cloud Gemma 3 270M (another vocabulary; slower
+  per token than the edge on one core).
+* paper: the edge padded to a Raspberry Pi 4's cost (EdgeThrottle: 40 ms per decoded token, 8 ms per further token
+  of a batch; a model of the Pi, not a measurement: SmolLM2's 94 MB of weights per token over the Pi 4's few GB/s
+  of memory bandwidth), the cloud SmolLM2-135M (same vocabulary, faster per token than that edge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from floe_edge import NativeSLM, models
+from floe_edge.cloud.client import FloeCloudBackend
+from floe_edge.cloud.local import LocalCloud, other_core
+from floe_edge.hybrid import EdgeThrottle, HybridGenerator, HybridStats
+from floe_edge.netem import NetemProxy, Profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, load, machine, write_section  # noqa: E402
+
+PROMPTS = [
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "The three primary colors are",
+    "Here is a short packing list for a weekend hiking trip:\n1.",
+    "import json\n\ndef load_config(path):\n",
+]
+NETWORKS = [
+    ("10 ms", Profile(rtt_ms=10), False),
+    ("30 ms", Profile(rtt_ms=30), False),
+    ("80 ms", Profile(rtt_ms=80), False),
+    ("250±50 ms", Profile(rtt_ms=250, jitter_ms=50, seed=1), False),
+    ("30 ms, 1% loss", Profile(rtt_ms=30, loss=0.01, seed=2), False),
+    ("30 ms, 1 s outage", Profile(rtt_ms=30), True),
+]
+PI4 = EdgeThrottle(decode_ms=40.0, batch_ms_per_token=8.0)
+LATE_MS = 5.0
+
+
+@dataclass
+class Runs:
+    latency: list[float] = field(default_factory=list)
+    misses: int = 0
+    tokens: int = 0
+    kb: list[float] = field(default_factory=list)
+    share: list[float] = field(default_factory=list)
+
+    def add(self, s: HybridStats, late: list[float]) -> None:
+        self.latency.append(s.latency_ms)
+        self.misses += sum(x > LATE_MS for x in late)
+        self.tokens += s.tokens
+        self.kb.append((s.bytes_sent + s.bytes_received) / 1e3)
+        self.share.append(s.cloud_share)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.latency)
+
+    @property
+    def p95(self) -> float:
+        xs = sorted(self.latency)
+        return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
+
+
+def run_one(gen: HybridGenerator, way: str, prompt: str, n: int, out: Runs) -> None:
+    it = gen.generate_cloud_only(prompt, n) if way == "cloud-only" else gen.generate(prompt, n)
+    late = [t.late_ms for t in it if t.id >= 0]
+    out.add(gen.last_stats, late)
+
+
+def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: argparse.Namespace,
+           ) -> tuple[Runs, dict[str, dict[str, Runs]]]:
+    prompts = PROMPTS[: args.prompts]
+    edge_runs = Runs()
+    table: dict[str, dict[str, Runs]] = {}
+    with LocalCloud(models.pull(cloud_model), core=other_core(0), n_ctx=1024) as cloud, \
+            NativeSLM(models.pull("smollm2-135m"), threads=1, n_ctx=1024) as edge:
+        with HybridGenerator(edge, None, throttle=throttle) as solo:
+            for _ in range(args.reps):
+                for p in prompts:
+                    run_one(solo, "edge-only", p, args.n, edge_runs)
+        print(f"[{name}] edge-only: median {edge_runs.median:.0f} ms", flush=True)
+        for label, profile, outage in NETWORKS[: args.networks]:
+            with NetemProxy(upstream=cloud.address, profile=profile) as proxy:
+                link = FloeCloudBackend(proxy.url(), edge.tokenizer, api_key=cloud.api_key)
+                with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms,
+                                     throttle=throttle) as gen:
+                    list(gen.generate_cloud_only(prompts[0], 2))  # connection, vocabulary, caches
+                    row = table[label] = {"cloud-only": Runs(), "floe": Runs()}
+                    for _ in range(args.reps):
+                        for p in prompts:
+                            for way in ("cloud-only", "floe"):
+                                timer = threading.Timer(0.15, proxy.outage, args=(1.0,)) if outage else None
+                                if timer:
+                                    timer.start()
+                                run_one(gen, way, p, args.n, row[way])
+                                if timer:
+                                    timer.cancel()
+                                    time.sleep(1.0)  # the outage is over before the next run
+            print(f"[{name}] {label:>18}: cloud-only {row['cloud-only'].median:6.0f} ms, floe "
+                  f"{row['floe'].median:6.0f} ms ({row['floe'].misses} late), share "
+                  f"{statistics.median(row['floe'].share):.0%}, {statistics.median(row['floe'].kb):.1f} KB",
+                  flush=True)
+    return edge_runs, table
+
+
+def markdown(name: str, edge: Runs, table: dict[str, dict[str, Runs]], args: argparse.Namespace) -> list[str]:
+    lines = [f"**{name}**", "",
+             "| network | edge-only ms (median / p95) | cloud-only ms | floe ms | floe vs cloud-only | "
+             "floe vs edge-only | late tokens (edge / cloud / floe) | floe cloud share | KB per query "
+             "(cloud-only / floe) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, row in table.items():
+        c, f = row["cloud-only"], row["floe"]
+        lines.append(
+            f"| {label} | {edge.median:.0f} / {edge.p95:.0f} | {c.median:.0f} / {c.p95:.0f} | "
+            f"{f.median:.0f} / {f.p95:.0f} | {100 * (f.median / c.median - 1):+.0f}% | "
+            f"{f.median / edge.median:.2f}x | {edge.misses} / {c.misses} / {f.misses} of {f.tokens} | "
+            f"{statistics.median(f.share):.0%} | {statistics.median(c.kb):.1f} / {statistics.median(f.kb):.1f} |")
+    return lines + [""]
+
+
+def plot(results: list[tuple[str, Runs, dict[str, dict[str, Runs]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.2), squeeze=False)
+    for ax, (name, edge, table) in zip(axes[0], results):
+        labels = list(table)
+        x = range(len(labels))
+        w = 0.27
+        ax.bar([i - w for i in x], [edge.median] * len(labels), w, label="edge-only", color="#999999")
+        ax.bar(list(x), [table[k]["cloud-only"].median for k in labels], w, label="cloud-only", color="#4c72b0")
+        ax.bar([i + w for i in x], [table[k]["floe"].median for k in labels], w, label="floe", color="#55a868")
+        ax.set_xticks(list(x), labels, rotation=25, ha="right", fontsize=8)
+        ax.set_ylabel("32-token latency, median (ms)")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 prompts, 1 repetition, 3 networks")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--regime", choices=("machine", "paper", "both"), default="both")
+    ap.add_argument("-n", type=int, default=32)
+    ap.add_argument("--deadline-ms", type=float, default=200.0)
+    ap.add_argument("--fusion", default="assistant")
+    args = ap.parse_args(argv)
+    args.prompts, args.reps, args.networks = (2, 1, 3) if args.quick else (len(PROMPTS), 2, len(NETWORKS))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    results = []
+    if args.regime in ("machine", "both"):
+        name = "this machine: edge SmolLM2-135M, cloud Gemma 3 270M (another vocabulary)"
+        results.append((name, *regime(name, "gemma3-270m", None, args)))
+    if args.regime in ("paper", "both"):
+        name = "paper regime: edge throttled to a Pi 4 (40 ms/token), cloud SmolLM2-135M"
+        results.append((name, *regime(name, "smollm2-135m", PI4, args)))
+    png = ROOT / "bench" / "hybrid.png"
+    plot(results, png)
+    lines = ["## Hybrid generation (32 tokens, end to end)", "",
+             f"`python bench/hybrid.py` on {machine()}; load {load()}. Edge on core 0, cloud (`floe cloud serve`, "
+             f"1 thread) on core 1, between them `floe_edge.netem`. Deadline {args.deadline_ms:g} ms per token, "
+             f"fusion preset `{args.fusion}`, greedy; {args.prompts} prompts x {args.reps} repetitions per cell "
+             f"(median / p95). A late token is one emitted more than {LATE_MS:g} ms after its deadline. "
+             "Plot: `bench/hybrid.png`.", ""]
+    for name, edge, table in results:
+        lines += markdown(name, edge, table, args)
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("hybrid", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
