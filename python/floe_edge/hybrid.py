@@ -158,7 +158,7 @@ class HybridGenerator:
 
     def __init__(self, edge: NativeSLM, cloud: Any = None, *, fusion: Union[str, tuple[float, float],
                  FusionWeights] = "assistant", sampler: Optional[FusedSampler] = None, deadline_ms: float = 200.0,
-                 k: int = 20, chunk: int = 8, lookahead: int = 16, lead: Optional[Lead] = None,
+                 k: int = 8, chunk: int = 8, lookahead: int = 16, lead: Optional[Lead] = None,
                  throttle: Optional[EdgeThrottle] = None, trace: bool = False) -> None:
         if not 1 <= chunk <= 16 or not 1 <= lookahead <= 64 or not 1 <= k <= 64:
             raise ValueError("chunk must be in 1..16, lookahead in 1..64, k in 1..64")
@@ -378,9 +378,12 @@ class _Run:
         if r.base < self.head - len(tokens) or r.base > self.head:
             self.stats.late_answers += 1
             return
-        if r.lead is Lead.CLOUD and r.base == self.head and not self.draft and tokens:
-            self._adopt_cloud_draft(tokens)
-            seq = self.committed + self.draft
+        if r.lead is Lead.CLOUD and tokens:  # the edge may have emitted some of the cloud's tokens meanwhile
+            done = self.head - r.base
+            ahead = tokens[done:]
+            if self.committed[r.base:] == tokens[:done] and self.draft == ahead[:len(self.draft)]:
+                self._adopt_cloud_draft(ahead[len(self.draft):])
+                seq = self.committed + self.draft
         used = False
         for j, ev in enumerate(step.evidence):
             pos = r.base + j
@@ -393,12 +396,12 @@ class _Run:
             self.stats.late_answers += 1
 
     def _adopt_cloud_draft(self, tokens: list[int]) -> None:
-        room = self.n - self.head
-        tokens = tokens[: max(room - 1, 0)]
+        """Extend the draft with the cloud's tokens, verified later position by position: one batched edge eval."""
+        tokens = tokens[: max(self.n - self.head - len(self.draft) - 1, 0)]
         if tokens:
             batch = self.g._eval(tokens)
-            self.draft = list(tokens)
-            self.logits = self.logits[:1] + [row for row in batch]
+            self.draft += tokens
+            self.logits += list(batch)
 
     def _emit(self, token: int, source: Source, logprob: float, deadline: float, t0: float,
               stream: Any) -> HybridToken:

@@ -531,7 +531,7 @@ def _uvicorn(app: Any, tls_cert: Optional[str], tls_key: Optional[str], log_conf
         raise ValueError("TLS needs both a certificate and a key")
     config = uvicorn.Config(app, access_log=False,  # access lines carry paths only, but keep logs content-free
                             log_level="warning", log_config=log_config, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
-                            timeout_keep_alive=30, server_header=False, limit_concurrency=256,
+                            timeout_keep_alive=30, server_header=False, date_header=False, limit_concurrency=256,
                             timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
