@@ -10,7 +10,7 @@ The scheduler keeps two running estimates:
 
 Decisions (`DeadlineScheduler`):
 
-* ``expected_ms(n_tokens)``: network p95 + cloud compute per token x tokens of the request (appended, scored or
+* ``expected_ms(n_tokens)``: recent network time + cloud compute per token x tokens of the request (appended, scored or
   drafted); failed and timed-out steps count as network samples of their elapsed time (lower bounds) until an answer
   comes back, which clears them (the network changed).
 * ``wait_for_cloud(now, head_deadline, expected_arrival)``: the head token is uncertain and a request that covers it
@@ -68,6 +68,13 @@ class RunningStat:
             return None
         xs = sorted(self._recent)
         return xs[min(len(xs) - 1, math.ceil(0.95 * len(xs)) - 1)]
+
+    def recent(self, n: int = 3) -> Optional[float]:
+        """Median of the last n samples: follows a change within n // 2 + 1 samples, shrugs off one outlier."""
+        if not self._recent:
+            return None
+        xs = sorted(list(self._recent)[-n:])
+        return xs[len(xs) // 2]
 
     @property
     def min(self) -> Optional[float]:
@@ -135,9 +142,10 @@ class DeadlineScheduler:
 
     # -- decisions ---------------------------------------------------------------------------------------------
     def expected_ms(self, n_tokens: int) -> Optional[float]:
-        """Expected time of a step over n_tokens (appended, scored or drafted): the network's p95 plus the cloud's
-        compute per token; None before any observation."""
-        base = self.network.p95 if self.network.n else self.rtt.p95
+        """Expected time of a step over n_tokens (appended, scored or drafted): the network's recent time (median of
+        the last 3 steps, so a recovered cloud is back in use after two answers) plus the cloud's compute per token;
+        None before any observation."""
+        base = self.network.recent() if self.network.n else self.rtt.recent()
         if base is None:
             return None
         return base + (self.cloud_token_ms.ewma or 0.0) * n_tokens

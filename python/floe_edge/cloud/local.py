@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import IO, Optional, Union
+from typing import IO, Optional, Sequence, Union
 
 import httpx
 
@@ -28,8 +28,10 @@ class LocalCloud:
     """`with LocalCloud(gguf_path, core=1) as c: c.url, c.api_key` -- started, healthy, and stopped on exit."""
 
     def __init__(self, model: Union[str, os.PathLike], *, core: Optional[int] = None, threads: int = 1,
-                 n_ctx: int = 1024, api_key: Optional[str] = None, start_timeout_s: float = 120.0) -> None:
+                 n_ctx: int = 1024, api_key: Optional[str] = None, start_timeout_s: float = 120.0,
+                 extra_args: Sequence[str] = ()) -> None:
         self.model, self.core, self.threads, self.n_ctx = str(model), core, threads, n_ctx
+        self.extra_args = list(extra_args)  # more `floe cloud serve` flags, e.g. limits
         self.api_key = api_key or secrets.token_hex(16)
         self.start_timeout_s = start_timeout_s
         self.url = ""
@@ -38,7 +40,7 @@ class LocalCloud:
 
     def start(self) -> "LocalCloud":
         cmd = [sys.executable, "-m", "floe_edge.cli", "cloud", "serve", "--model", self.model, "--port", "0",
-               "--threads", str(self.threads), "--ctx", str(self.n_ctx), "--json"]
+               "--threads", str(self.threads), "--ctx", str(self.n_ctx), "--json", *self.extra_args]
         env = dict(os.environ, FLOE_API_KEY=self.api_key)  # not on the command line, where `ps` shows it
         core = self.core
 
