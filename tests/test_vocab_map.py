@@ -49,6 +49,7 @@ def gemma_vocab(gemma3_path, llama_cpp):
 
 @pytest.fixture(scope="session")
 def g2s(gemma3_path, smol_tok, vmap_dir) -> VocabMap:
+    VocabMap.clear_memory_cache()  # built here, into vmap_dir, even if another test built it already
     return VocabMap.between(gemma3_path, smol_tok, cache_dir=vmap_dir)
 
 
