@@ -352,7 +352,7 @@ class _Run:
         self.stats.requests += 1
         return True
 
-    def _collect(self) -> None:
+    def _collect(self, deadline: float, margin: float) -> None:
         """Take a finished answer: evidence for the positions whose prefix still matches what it scored."""
         r = self.request
         if r is None or not r.future.done():
@@ -382,7 +382,7 @@ class _Run:
             done = self.head - r.base
             ahead = tokens[done:]
             if self.committed[r.base:] == tokens[:done] and self.draft == ahead[:len(self.draft)]:
-                self._adopt_cloud_draft(ahead[len(self.draft):])
+                self._adopt_cloud_draft(ahead[len(self.draft):], deadline - margin)
                 seq = self.committed + self.draft
         used = False
         for j, ev in enumerate(step.evidence):
@@ -395,9 +395,13 @@ class _Run:
         if not used:
             self.stats.late_answers += 1
 
-    def _adopt_cloud_draft(self, tokens: list[int]) -> None:
-        """Extend the draft with the cloud's tokens, verified later position by position: one batched edge eval."""
-        tokens = tokens[: max(self.n - self.head - len(self.draft) - 1, 0)]
+    def _adopt_cloud_draft(self, tokens: list[int], until: float) -> None:
+        """Extend the draft with the cloud's tokens, verified later position by position: one batched edge eval,
+        of as many tokens as fit before the head's deadline (`until`)."""
+        sch = self.g.scheduler
+        first, more = sch.edge_token_ms.ewma or 0.0, sch.edge_batch_ms.ewma or sch.edge_token_ms.ewma or 0.0
+        fit = int((until - time.perf_counter()) * 1e3 - first) // max(int(more), 1) + 1 if first else len(tokens)
+        tokens = tokens[: max(min(self.n - self.head - len(self.draft) - 1, fit), 0)]
         if tokens:
             batch = self.g._eval(tokens)
             self.draft += tokens
@@ -444,7 +448,7 @@ class _Run:
         try:
             while self.head < self.n:
                 deadline = last_emit + sch.deadline_ms / 1e3
-                self._collect()
+                self._collect(deadline, margin)
                 if self.cloud_ok:
                     self._maybe_send(time.perf_counter())
                 tok = self._decide(deadline, margin)
