@@ -304,6 +304,12 @@ class _Run:
             self._open(now)
         return False
 
+    def _lead(self) -> Lead:
+        g = self.g
+        if not getattr(g.cloud, "can_score", True):  # plain OpenAI completions cannot score given text
+            return Lead.CLOUD
+        return g.fixed_lead or g.scheduler.lead()
+
     def _uncertain(self) -> list[int]:
         """Draft positions (0 = head) where the edge is unsure and no evidence is at hand."""
         return [j for j in range(len(self.draft) + 1)
@@ -315,13 +321,13 @@ class _Run:
         g, sch = self.g, self.g.scheduler
         if self.request is not None or not self._session_ready(now) or not g.cloud_available():
             return False
+        lead = self._lead()
         unsure = self._uncertain()
-        if not unsure:
+        # edge-led, only unsure positions need the cloud; cloud-led, the cloud is the faster writer: keep it drafting
+        if not unsure and (lead is Lead.EDGE or len(self.draft) >= g.chunk):
             return False
-        lead = g.fixed_lead or sch.lead()
-        if not getattr(g.cloud, "can_score", True):  # plain OpenAI completions cannot score given text
-            lead = Lead.CLOUD
         accepted = self.committed[self.synced:]
+        n_draft = 0
         if lead is Lead.EDGE:
             # at most 12 edge tokens scored: within the server's 16 once another vocabulary re-tokenizes them
             fits = [j for j in unsure if j <= 12 and sch.cloud_useful(len(accepted) + j + 1)]
@@ -330,17 +336,18 @@ class _Run:
                 return False
             last = fits[-1] if fits else unsure[0]
             score, want = self.draft[:last], set(fits or unsure[:1])
-        else:
-            probe = not sch.cloud_useful(len(accepted) + g.chunk)
+        else:  # the longest draft that comes back within a deadline (at least 1)
+            n_draft = next((n for n in range(g.chunk, 0, -1) if sch.cloud_useful(len(accepted) + n)), 0)
+            probe = n_draft == 0
             if probe and not sch.should_probe(now):
                 return False
-            score, want = [], None
+            score, want, n_draft = [], None, max(n_draft, 1)
         # no token waits past its own deadline; the answer may still serve later positions. A probe (the cloud
         # looks late or down) gets longer: it is what brings the estimates back, and it catches the cloud up.
-        catch_up = (sch.expected_ms(len(accepted) + len(score) + 1) or 0.0) / 1e3
+        catch_up = (sch.expected_ms(len(accepted) + len(score) + n_draft + 1) or 0.0) / 1e3
         budget = min(max(1.0, 4 * sch.deadline_ms / 1e3, 2 * catch_up), 5.0) if probe else 2 * sch.deadline_ms / 1e3
         coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
-                            n_draft=g.chunk if lead is Lead.CLOUD else 0, score_edge_ids=score,
+                            n_draft=n_draft if lead is Lead.CLOUD else 0, score_edge_ids=score,
                             score_bytes=g.edge.detokenize(score) if score else b"",
                             want=sorted(want) if want is not None else None,
                             deadline=time.monotonic() + budget)
@@ -488,9 +495,11 @@ class _Run:
             tok = g.sampler.sample(fused, self.committed)
             src = Source.CLOUD_DRAFT if cloud_tok == tok.token else Source.FUSED
             return tok.token, src, tok.logprob
-        if not self.cloud_ok or not self._needs_cloud(0):
-            return self._edge_token(Source.EDGE if self.cloud_ok else Source.EDGE_ONLY)
-        # the head needs the cloud
+        if not self.cloud_ok:
+            return self._edge_token(Source.EDGE_ONLY)
+        if not self._needs_cloud(0) and not self._cloud_draft_soon(now, deadline, margin):
+            return self._edge_token(Source.EDGE)
+        # the head needs the cloud (or, cloud-led, its draft is due before the edge could decode the head)
         if not self._session_ready(now):
             if self.opening is not None and sch.wait_for_cloud(now, deadline, deadline):
                 try:  # the session is opening: wait for it while the head's deadline allows
@@ -519,6 +528,15 @@ class _Run:
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             return self._edge_token(Source.EDGE_ONLY)
         return None
+
+    def _cloud_draft_soon(self, now: float, deadline: float, margin: float) -> bool:
+        """Cloud-led: a draft covering the head is in flight and due before the head's deadline, and sooner than
+        the edge would decode one token and then the next (waiting for it beats decoding on a slow edge)."""
+        r, sch = self.request, self.g.scheduler
+        if r is None or r.lead is not Lead.CLOUD or not r.covers(self.head, self.g.chunk):
+            return False
+        arrival = r.sent + (sch.expected_ms(r.n_appended + self.g.chunk) or 0.0) / 1e3
+        return arrival <= deadline - margin and arrival - now < 2 * (sch.edge_token_ms.ewma or 0.0) / 1e3
 
     def _edge_token(self, source: Source) -> tuple[int, Source, float]:
         fused = self.g.fuser.fuse(self.logits[0])
