@@ -94,7 +94,9 @@ def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: 
     prompts = PROMPTS[: args.prompts]
     edge_runs = Runs()
     table: dict[str, dict[str, Runs]] = {}
-    with LocalCloud(models.pull(cloud_model), core=other_core(0), n_ctx=1024) as cloud, \
+    # every run opens a session; those left behind a faulty link wait for the idle expiry
+    with LocalCloud(models.pull(cloud_model), core=other_core(0), n_ctx=1024,
+                    extra_args=["--max-sessions-per-key", "256"]) as cloud, \
             NativeSLM(models.pull("smollm2-135m"), threads=1, n_ctx=1024) as edge:
         with HybridGenerator(edge, None, throttle=throttle) as solo:
             for _ in range(args.reps):

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                   f"(core {cloud_core if cloud_core is not None else 'shared'}), network {profile}, "
                   f"deadline {args.deadline_ms:g} ms/token, fusion '{args.fusion}'")
     rows: list[Row] = []
-    with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024) as cloud, \
+    with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024, extra_args=["--max-sessions-per-key", "64"]) as cloud, \
             NetemProxy(upstream=cloud.address, profile=profile) as proxy, \
             NativeSLM(edge_path, threads=1, n_ctx=1024) as edge:
         _pin_to(0)
