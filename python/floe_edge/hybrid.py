@@ -126,6 +126,10 @@ class _LoopThread:
 
     def close(self) -> None:
         if self._thread.is_alive():
+            try:  # the executor's threads (asyncio.to_thread) end with the loop, not after it
+                self.submit(self.loop.shutdown_default_executor()).result(5)
+            except Exception:
+                pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
         if not self.loop.is_running():
