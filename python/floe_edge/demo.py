@@ -148,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
 def _summary(console: Any, rows: list[Row], args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{args.n} tokens per prompt; medians over {len({r.prompt for r in rows})} prompts")
-    for col in ("", "latency ms", "ms/tok", "late", "cloud share", "KB up/down", "cloud agree"):
+    t = Table(title=f"{args.n} tokens per prompt; medians over {len({r.prompt for r in rows})} prompts",
+              caption="ms: whole answer; late: tokens past their deadline; cloud: share of tokens decided with "
+                      "cloud evidence; agree: teacher-forced agreement with the cloud model's top-1")
+    for col in ("", "ms", "ms/tok", "late", "cloud", "KB up/down", "agree"):
         t.add_column(col, justify="right", no_wrap=True)
     for way in ("edge-only", "cloud-only", "floe"):
         rs = [r for r in rows if r.way == way]
