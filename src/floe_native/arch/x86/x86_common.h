@@ -44,16 +44,10 @@ inline __m256 mul_rounded(__m256 a, __m256 b) {
     return p;
 }
 
-// expf as Cephes: x = n ln2 + r, |r| <= ln2/2, e^r = 1 + r + r^2 P(r) with P of degree 5 (max rel. error ~2e-7
-// against exp), times 2^n applied as 2^(n/2) * 2^(n - n/2) so that subnormal results and those up to FLT_MAX
-// stay right.
-// x <= -104 gives 0 (also -inf), x >= 88.8 gives inf, NaN stays NaN (max/min return their second operand then).
-inline __m256 exp_ps(__m256 x) {
-    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(88.8f), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln2 in two parts: n * c1 is exact
+// e^(x - n ln2) for an integer-valued n nearest x / ln2 (Cephes): r = x - n ln2, |r| <= ln2/2, with ln2 in two
+// parts so n * c1 is exact; e^r = 1 + r + r^2 P(r), P of degree 5 (max rel. error ~2e-7 against exp).
+inline __m256 exp_reduced(__m256 x, __m256 n) {
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
     __m256 p = _mm256_set1_ps(1.9875691500e-4f);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
@@ -61,7 +55,18 @@ inline __m256 exp_ps(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    return _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+}
+
+// expf: exp_reduced times 2^n, applied as 2^(n/2) * 2^(n - n/2) so that subnormal results and those up to FLT_MAX
+// stay right. x <= -104 gives 0 (also -inf), x >= 88.8 gives inf, NaN stays NaN (max/min return their second
+// operand then).
+inline __m256 exp_ps(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(88.8f), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 p = exp_reduced(x, n);
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const auto pow2 = [](__m256i k) {
