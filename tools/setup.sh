@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up .venv with floe-edge and an extra (demo, test, bench, cloud): `bash tools/setup.sh test`.
+# llama-cpp-python (the cloud model and the reference) is built from source once and its wheel cached, with the
+# flags below; pip then installs it from the cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=${1:-demo}
+python3 -m venv .venv
+# AMX tiles off: some VMs advertise AMX but fault on it (ggml's -march=native build then dies with SIGILL on the
+# first batched matmul). Our kernels stop at AVX-512; the reference is built to the same ISA.
+if [ "$(uname -m)" = x86_64 ]; then
+    flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'"
+fi
+key=$(printf '%s' "${CMAKE_ARGS:-}" | sha256sum | cut -c1-12)
+export PIP_FIND_LINKS="${FLOE_WHEEL_CACHE:-$HOME/.cache/floe/wheels}/llama-$key"
+mkdir -p "$PIP_FIND_LINKS"
+if ! ls "$PIP_FIND_LINKS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python once (about ten minutes on two cores) into $PIP_FIND_LINKS" >&2
+    .venv/bin/pip wheel -q --no-deps -w "$PIP_FIND_LINKS" "llama-cpp-python>=0.3"
+fi
+.venv/bin/pip install -q ".[$extra]"
