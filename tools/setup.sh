@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv with floe-edge and an extra (demo, test, bench, cloud): `bash tools/setup.sh test`.
 # llama-cpp-python (the cloud model and the reference) is built from source once and its wheel cached, with the
-# flags below; pip then installs it from the cache.
+# flags below (--no-cache-dir: a wheel pip built earlier with other flags must not stand in); pip then installs it
+# from the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=${1:-demo}
@@ -17,6 +18,8 @@ export PIP_FIND_LINKS="${FLOE_WHEEL_CACHE:-$HOME/.cache/floe/wheels}/llama-$key"
 mkdir -p "$PIP_FIND_LINKS"
 if ! ls "$PIP_FIND_LINKS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     echo "building llama-cpp-python once (about ten minutes on two cores) into $PIP_FIND_LINKS" >&2
-    .venv/bin/pip wheel -q --no-deps -w "$PIP_FIND_LINKS" "llama-cpp-python>=0.3"
+    .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$PIP_FIND_LINKS" "llama-cpp-python>=0.3"
 fi
+# the cached wheel, also over one an older .venv holds (same version: pip would keep that one)
+.venv/bin/pip install -q --no-deps --force-reinstall "$PIP_FIND_LINKS"/llama_cpp_python-*.whl
 .venv/bin/pip install -q ".[$extra]"
