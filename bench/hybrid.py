@@ -95,7 +95,7 @@ def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: 
     edge_runs = Runs()
     table: dict[str, dict[str, Runs]] = {}
     # every run opens a session; those left behind a faulty link wait for the idle expiry
-    with LocalCloud(models.pull(cloud_model), core=other_core(0), n_ctx=1024,
+    with LocalCloud(models.pull(cloud_model), core=args.cloud_core, n_ctx=1024,
                     extra_args=["--max-sessions-per-key", "256"]) as cloud, \
             NativeSLM(models.pull("smollm2-135m"), threads=1, n_ctx=1024) as edge:
         with HybridGenerator(edge, None, throttle=throttle) as solo:
@@ -107,7 +107,7 @@ def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: 
             with NetemProxy(upstream=cloud.address, profile=profile) as proxy:
                 link = FloeCloudBackend(proxy.url(), edge.tokenizer, api_key=cloud.api_key)
                 with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms,
-                                     throttle=throttle) as gen:
+                                     throttle=throttle, pace=args.pace) as gen:
                     list(gen.generate_cloud_only(prompts[0], 2))  # connection, vocabulary, caches
                     row = table[label] = {"cloud-only": Runs(), "floe": Runs()}
                     for _ in range(args.reps):
@@ -173,8 +173,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("-n", type=int, default=32)
     ap.add_argument("--deadline-ms", type=float, default=200.0)
     ap.add_argument("--fusion", default="assistant")
+    ap.add_argument("--pace", type=float, default=1.1, help="HybridGenerator(pace=...); 0: none")
     args = ap.parse_args(argv)
+    args.pace = args.pace or None
     args.prompts, args.reps, args.networks = (2, 1, 3) if args.quick else (len(PROMPTS), 2, len(NETWORKS))
+    args.cloud_core = other_core(0)  # before this process pins itself to core 0, which the cloud would inherit
+    if args.cloud_core is None:
+        print("warning: one core only, the cloud shares the edge's core", file=sys.stderr)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     results = []
@@ -185,11 +190,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         name = "paper regime: edge throttled to a Pi 4 (40 ms/token), cloud SmolLM2-135M"
         results.append((name, *regime(name, "smollm2-135m", PI4, args)))
     png = ROOT / "bench" / "hybrid.png"
-    plot(results, png)
+    if not args.no_write:
+        plot(results, png)
     lines = ["## Hybrid generation (32 tokens, end to end)", "",
              f"`python bench/hybrid.py` on {machine()}; load {load()}. Edge on core 0, cloud (`floe cloud serve`, "
              f"1 thread) on core 1, between them `floe_edge.netem`. Deadline {args.deadline_ms:g} ms per token, "
-             f"fusion preset `{args.fusion}`, greedy; {args.prompts} prompts x {args.reps} repetitions per cell "
+             f"fusion preset `{args.fusion}`, pace {args.pace}, greedy; {args.prompts} prompts x {args.reps} repetitions per cell "
              f"(median / p95). A late token is one emitted more than {LATE_MS:g} ms after its deadline. "
              "Plot: `bench/hybrid.png`.", ""]
     for name, edge, table in results:

@@ -145,7 +145,34 @@ def test_cloud_led_verifies_cloud_draft(edge, smollm2_path) -> None:
     with HybridGenerator(edge, cloud, fusion="assistant", deadline_ms=1000, lead=Lead.CLOUD, chunk=6) as gen:
         got = run(gen)
     assert [t.id for t in got] == want
-    assert gen.last_stats.sources[Source.CLOUD_DRAFT.value] > 0
+    s = gen.last_stats
+    assert s.sources[Source.CLOUD_DRAFT.value] > 0
+    # pipelined: each request drafts on past the draft the edge is verifying, so a round trip brings ~chunk new
+    # tokens (asking again from the committed head would bring one)
+    assert s.requests <= 24 // 6 + 4, s.trace
+
+
+def test_pace_bounds_the_whole_generation(edge, smollm2_path) -> None:
+    """A cloud slower than the edge: with pace=1.2 the generation takes at most ~1.2x the edge's own time (plus a
+    rolled-back token or two), where without it the unsure tokens wait for the cloud."""
+    with HybridGenerator(edge, None) as solo:
+        run(solo)
+        run(solo)
+        edge_ms = solo.last_stats.latency_ms - solo.last_stats.prefill_ms
+
+    def decode_ms(pace):
+        with HybridGenerator(edge, FakeCloud(smollm2_path, delay_ms=80), fusion="assistant", deadline_ms=1000,
+                             pace=pace) as gen:
+            got = run(gen)
+            s = gen.last_stats
+        assert len(got) == 24 and s.deadline_misses == 0
+        return s.latency_ms - s.prefill_ms
+
+    bound = 1.2 * edge_ms + 100
+    assert decode_ms(1.2) <= bound
+    assert decode_ms(None) > bound  # the bound is what made the difference
+    with pytest.raises(ValueError, match="pace"):
+        HybridGenerator(edge, None, pace=0.5)
 
 
 def test_slow_cloud_never_delays_a_token(edge, smollm2_path) -> None:
@@ -163,7 +190,7 @@ def test_slow_cloud_never_delays_a_token(edge, smollm2_path) -> None:
 
 def test_outage_falls_back_and_recovers(edge, smollm2_path) -> None:
     cloud = FakeCloud(smollm2_path, down=lambda t: 0.05 < t < 0.6)
-    with HybridGenerator(edge, cloud, fusion="code", deadline_ms=150) as gen:
+    with HybridGenerator(edge, cloud, fusion="code", deadline_ms=400) as gen:  # the fake answers in ~200 ms
         gen.scheduler.probe_ms = 50
         got = run(gen, n=48)
     sources = [t.source for t in got]

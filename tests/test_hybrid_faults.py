@@ -52,7 +52,7 @@ def generate(edge, proxy, cloud, n: int, during=None, throttle=None) -> HybridGe
             timer.cancel()
         gen.close()
     s = gen.last_stats
-    assert len(toks) == s.tokens == n, s.trace  # completes
+    assert len(toks) == s.tokens and (s.tokens == n or s.finish_reason == "eog"), s.trace  # completes
     assert s.max_late_ms <= 5.0, (s.max_late_ms, s.trace)  # never later than deadline + 5 ms
     assert elapsed < n * DEADLINE_MS / 1e3 + 3.0
     gen.tokens_out = toks  # type: ignore[attr-defined]
@@ -76,7 +76,7 @@ def test_outage_then_recovery_within_two_probes(edge, cloud) -> None:
     """A 2 s outage starting 0.3 s in: edge-only while it lasts, fused again within two requests after it.
 
     After an outage the cloud must first catch up with what the edge wrote meanwhile (llama.cpp prefills ~8-15 ms
-    per token on one core here); the edge is paced as a Pi-class device (30 ms per token) so that it can. An edge
+    per token on one core here); the edge is paced as a Pi-class device (40 ms per token, as bench/hybrid.py models a Pi 4) so that it can. An edge
     as fast as this machine's outruns that catch-up, and the cloud then only serves as a probe target (measured:
     bench/hybrid.py, outage row)."""
     with NetemProxy(upstream=cloud.address, profile=Profile(rtt_ms=10)) as proxy:
@@ -86,7 +86,7 @@ def test_outage_then_recovery_within_two_probes(edge, cloud) -> None:
             start["t"] = time.monotonic()
             proxy.outage(2.0)
 
-        gen = generate(edge, proxy, cloud, 180, during=(0.3, outage), throttle=EdgeThrottle(30.0, 5.0))
+        gen = generate(edge, proxy, cloud, 180, during=(0.3, outage), throttle=EdgeThrottle(40.0, 5.0))
     s, toks = gen.last_stats, gen.tokens_out
     # times in the trace and tokens are ms since the generation started; the outage began at ~300 ms
     during = [t for t in toks if 400 < t.t_ms < 2200]

@@ -51,8 +51,10 @@ def test_floe_server_same_vocabulary(edge, smollm2_path) -> None:
             s = gen.last_stats
     assert link.mode == "ids"
     assert s.sources[Source.FUSED.value] > 0, s.trace
-    # bench/hybrid.py measures KB per query; here a loose bound (timing decides how many requests go up)
-    assert 0 < s.bytes_sent + s.bytes_received <= 8000, (s.bytes_sent, s.bytes_received)
+    # bench/hybrid.py measures KB per query; timing decides how many requests go up, so here what holds for any
+    # timing: at most one request per token (plus the session's), each a compact frame both ways
+    assert 0 < s.requests <= s.tokens + 2, s.trace
+    assert 0 < s.bytes_sent + s.bytes_received <= 700 * (s.requests + 1), (s.bytes_sent, s.bytes_received)
     assert {t.source for t in toks} <= set(Source)
 
 

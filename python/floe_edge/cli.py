@@ -125,7 +125,8 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
     with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
         link = (OpenAICompletionsBackend(args.cloud, slm.tokenizer, api_key=key) if args.openai
                 else FloeCloudBackend(args.cloud, slm.tokenizer, api_key=key))
-        with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms) as gen:
+        with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
+                             pace=args.pace) as gen:
             tokens = []
             for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or ""):
                 tokens.append(tok)
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--openai", action="store_true", help="the cloud is an OpenAI-compatible /v1/completions")
     gen.add_argument("--api-key", help="the cloud's key (default $FLOE_API_KEY)")
     gen.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline (with --cloud)")
+    gen.add_argument("--pace", type=float, default=None,
+                     help="with --cloud: wait for the cloud only while the answer stays within PACE x the edge's own time "
+                          "per token (e.g. 1.1)")
     gen.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
     gen.set_defaults(func=_cmd_generate)

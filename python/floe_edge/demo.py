@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://127.0.0.1:{proxy.port}"
         link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)
         direct = FloeCloudBackend(cloud.url, edge.tokenizer, api_key=cloud.api_key)
-        with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms) as gen, \
+        with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms, pace=args.pace) as gen, \
                 HybridGenerator(edge, direct) as judge, HybridGenerator(edge, None) as solo:
             list(gen.generate_cloud_only(prompts[0], 2))  # warm-up: vocabulary download, model caches
             for i, prompt in enumerate(prompts):
@@ -178,6 +178,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--loss", type=float, default=0.0, help="segment loss probability (TCP: retransmission delay)")
     p.add_argument("--profile", help="a named netem profile instead of --rtt/--jitter/--loss (lan, wifi, lte, ...)")
     p.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline")
+    p.add_argument("--pace", type=float, default=None,
+                   help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
     p.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
     p.add_argument("-n", type=int, default=32, help="tokens per prompt")
     p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")

@@ -11,6 +11,13 @@ edge keeps drafting while a request is on the wire. Per token (the *head*):
    with the edge while there is time, then wait for the answer until the deadline.
 4. Otherwise (cloud late, down or absent, or the deadline is here): the edge alone -> ``edge-only``.
 
+Besides the per-token deadline, an optional *pace* bounds the whole generation: with ``pace=1.1`` the head token h
+waits for the cloud only until ``pace x (h + 1)`` edge token times after the prompt (the edge's own ms per token,
+as measured: its best recent time), so waiting for the cloud adds at most ~10% to the edge's own time, whatever the
+network (a cloud computing beside the edge on a shared memory system can still slow the edge itself); where the
+cloud is slower than the edge (this machine) that is what keeps fusion from costing latency, at the price of fewer
+fused tokens. Time lost to a rolled-back draft counts against the same budget.
+
 Requests (at most one in flight, one persistent connection): the committed tokens the cloud has not seen yet, plus
 either the edge's draft to score (edge-led) or a request for a cloud draft of ``chunk`` tokens (cloud-led, when the
 cloud decodes faster than the edge: the edge then verifies the draft in one batched eval). Every position of an
@@ -37,6 +44,7 @@ from typing import Any, Coroutine, Iterator, Optional, TypeVar, Union
 import numpy as np
 import numpy.typing as npt
 
+from .cloud.protocol import MAX_DRAFT
 from .fusion import FusedSampler, Fuser, FusionWeights
 from .scheduler import DeadlineScheduler, Lead
 from .slm import NativeSLM
@@ -76,6 +84,7 @@ class HybridStats:
     rollbacks: int = 0               # drafted tokens thrown away after a fused choice differed
     bytes_sent: int = 0
     bytes_received: int = 0
+    finish_reason: str = "length"    # "length" (n tokens) or "eog" (the model ended the text)
     scheduler: dict[str, Optional[float]] = field(default_factory=dict)
     trace: list[str] = field(default_factory=list)  # cloud requests and answers, when the generator traces
 
@@ -145,11 +154,18 @@ class _Request:
     sent: float
     want: Optional[set[int]] = None  # positions (from base) asked for; None: all
     n_appended: int = 0
+    n_draft: int = 0        # cloud-led: tokens drafted from base ...
+    cached: int = 0         # ... the first `cached` of them drafted by the previous request (no cloud compute)
 
-    def covers(self, head: int, chunk: int) -> bool:
+    @property
+    def cost_tokens(self) -> int:
+        """Tokens the cloud computes for this request."""
+        return self.n_appended + (self.n_draft - self.cached if self.lead is Lead.CLOUD else len(self.tokens) + 1)
+
+    def covers(self, head: int) -> bool:
         j = head - self.base
         if self.lead is Lead.CLOUD:
-            return 0 <= j <= chunk
+            return 0 <= j <= self.n_draft
         return 0 <= j <= len(self.tokens) and (self.want is None or j in self.want)
 
 
@@ -163,14 +179,17 @@ class HybridGenerator:
     def __init__(self, edge: NativeSLM, cloud: Any = None, *, fusion: Union[str, tuple[float, float],
                  FusionWeights] = "assistant", sampler: Optional[FusedSampler] = None, deadline_ms: float = 200.0,
                  k: int = 8, chunk: int = 8, lookahead: int = 16, lead: Optional[Lead] = None,
-                 throttle: Optional[EdgeThrottle] = None, trace: bool = False) -> None:
+                 throttle: Optional[EdgeThrottle] = None, pace: Optional[float] = None, trace: bool = False) -> None:
         if not 1 <= chunk <= 16 or not 1 <= lookahead <= 64 or not 1 <= k <= 64:
             raise ValueError("chunk must be in 1..16, lookahead in 1..64, k in 1..64")
+        if pace is not None and not pace >= 1.0:
+            raise ValueError("pace must be >= 1 (a factor of the edge's own time per token) or None")
         self.edge, self.cloud = edge, cloud
         self.fuser = Fuser(edge.n_vocab, weights=fusion, top_k=min(k, 64))
         self.sampler = sampler or FusedSampler()
         self.scheduler = DeadlineScheduler(deadline_ms=deadline_ms)
         self.k, self.chunk, self.lookahead, self.fixed_lead, self.throttle = k, chunk, lookahead, lead, throttle
+        self.pace = pace
         self.trace = trace
         self._io = _LoopThread() if cloud is not None else None
         self.last_stats = HybridStats()
@@ -235,6 +254,7 @@ class HybridGenerator:
                 now = time.perf_counter()
                 for t in accepted:
                     if self.edge.tokenizer.is_eog(t):
+                        stats.finish_reason = "eog"
                         return
                     late = (now - last) * 1e3 - self.scheduler.deadline_ms
                     last = now
@@ -325,14 +345,15 @@ class _Run:
         g, sch = self.g, self.g.scheduler
         if self.request is not None or not self._session_ready(now) or not g.cloud_available():
             return False
-        lead = self._lead()
-        unsure = self._uncertain()
-        # edge-led, only unsure positions need the cloud; cloud-led, the cloud is the faster writer: keep it drafting
-        if not unsure and (lead is Lead.EDGE or len(self.draft) >= g.chunk):
+        if sch.failing and not sch.should_probe(now):  # a failing cloud is probed, not hammered
             return False
+        lead = self._lead()
         accepted = self.committed[self.synced:]
-        n_draft = 0
+        n_draft = cached = 0
         if lead is Lead.EDGE:
+            unsure = self._uncertain()
+            if not unsure:  # edge-led, only unsure positions need the cloud
+                return False
             # at most 12 edge tokens scored: within the server's 16 once another vocabulary re-tokenizes them
             fits = [j for j in unsure if j <= 12 and sch.cloud_useful(len(accepted) + j + 1)]
             probe = not fits
@@ -340,22 +361,30 @@ class _Run:
                 return False
             last = fits[-1] if fits else unsure[0]
             score, want = self.draft[:last], set(fits or unsure[:1])
-        else:  # the longest draft that comes back within a deadline (at least 1)
-            n_draft = next((n for n in range(g.chunk, 0, -1) if sch.cloud_useful(len(accepted) + n)), 0)
-            probe = n_draft == 0
+        else:  # cloud-led, the cloud is the faster writer: keep it drafting, past the draft it sent before (which
+            # the edge is verifying meanwhile; the server holds its KV: no compute) by the longest chunk that comes
+            # back within a deadline (at least 1)
+            cached = len(self.draft)
+            room = min(MAX_DRAFT, self.n - self.head) - cached
+            if room <= 0:
+                return False
+            n_new = next((n for n in range(min(g.chunk, room), 0, -1) if sch.cloud_useful(len(accepted) + n)), 0)
+            probe = n_new == 0
             if probe and not sch.should_probe(now):
                 return False
-            score, want, n_draft = [], None, max(n_draft, 1)
+            n_draft = cached + max(n_new, 1)
+            score, want = [], {j for j in range(n_draft + 1) if self.head + j not in self.evidence}
         # no token waits past its own deadline; the answer may still serve later positions. A probe (the cloud
         # looks late or down) gets longer: it is what brings the estimates back, and it catches the cloud up.
-        catch_up = (sch.expected_ms(len(accepted) + len(score) + n_draft + 1) or 0.0) / 1e3
+        catch_up = (sch.expected_ms(len(accepted) + len(score) + n_draft - cached + 1) or 0.0) / 1e3
         budget = min(max(1.0, 4 * sch.deadline_ms / 1e3, 2 * catch_up), 5.0) if probe else 2 * sch.deadline_ms / 1e3
         coro = g.cloud.step(accepted, g.edge.detokenize(accepted), k=g.k,
                             n_draft=n_draft if lead is Lead.CLOUD else 0, score_edge_ids=score,
                             score_bytes=g.edge.detokenize(score) if score else b"",
                             want=sorted(want) if want is not None else None,
                             deadline=time.monotonic() + budget)
-        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want, len(accepted))
+        self.request = _Request(g._io.submit(coro), self.head, list(score), lead, now, want, len(accepted),
+                                n_draft, cached)
         self._trace(f"send {lead.value} head {self.head} append {len(accepted)} score {len(score)} want {want}"
                     f"{' (probe)' if probe else ''}")
         self.synced = self.head
@@ -378,9 +407,10 @@ class _Run:
             return
         self.stats.bytes_sent += step.bytes_sent
         self.stats.bytes_received += step.bytes_received
-        n_tok = r.n_appended + (len(step.draft) if r.lead is Lead.CLOUD else len(r.tokens) + 1)
+        drafted = max(len(step.draft) - r.cached, 0) if r.lead is Lead.CLOUD else 0
+        n_tok = r.n_appended + (drafted if r.lead is Lead.CLOUD else len(r.tokens) + 1)
         self.g.scheduler.observe_cloud((time.perf_counter() - r.sent) * 1e3, n_tok, getattr(step, "server_ms", None),
-                                       len(step.draft) if r.lead is Lead.CLOUD else 0)
+                                       drafted)
         self._trace(f"answer base {r.base} head {self.head} after {(time.perf_counter() - r.sent) * 1e3:.0f} ms "
                     f"(server {getattr(step, 'server_ms', None)}) evidence "
                     f"{[j for j, e in enumerate(step.evidence) if e is not None and len(e.ids)]}")
@@ -408,15 +438,18 @@ class _Run:
 
     def _adopt_cloud_draft(self, tokens: list[int], until: float) -> None:
         """Extend the draft with the cloud's tokens, verified later position by position: one batched edge eval,
-        of as many tokens as fit before the head's deadline (`until`)."""
+        of as many tokens as fit before the head's deadline (`until`). The next cloud draft is asked for first, so
+        the cloud writes on while the edge verifies (a pipeline of two)."""
         sch = self.g.scheduler
         first, more = sch.edge_token_ms.ewma or 0.0, sch.edge_batch_ms.ewma or sch.edge_token_ms.ewma or 0.0
         fit = int((until - time.perf_counter()) * 1e3 - first) // max(int(more), 1) + 1 if first else len(tokens)
         tokens = tokens[: max(min(self.n - self.head - len(self.draft) - 1, fit), 0)]
-        if tokens:
-            batch = self.g._eval(tokens)
-            self.draft += tokens
-            self.logits += list(batch)
+        if not tokens:
+            return
+        self.draft += tokens
+        if self.cloud_ok and self.request is None and self._lead() is Lead.CLOUD:
+            self._maybe_send(time.perf_counter())
+        self.logits += list(self.g._eval(tokens))
 
     def _emit(self, token: int, source: Source, logprob: float, deadline: float, t0: float,
               stream: Any) -> HybridToken:
@@ -454,19 +487,21 @@ class _Run:
         self.stats.prompt_tokens = len(self.edge_ids)
         self.stats.prefill_ms = (time.perf_counter() - t0) * 1e3
         stream = _new_stream(g.edge)
-        last_emit = time.perf_counter()
+        last_emit = self.t_decode = time.perf_counter()
         margin = sch.margin_ms / 1e3
         try:
             while self.head < self.n:
                 deadline = last_emit + sch.deadline_ms / 1e3
-                self._collect(deadline, margin)
+                until = min(deadline, self._pace_line())  # how long the head may wait for the cloud
+                self._collect(until, margin)
                 if self.cloud_ok:
                     self._maybe_send(time.perf_counter())
-                tok = self._decide(deadline, margin)
+                tok = self._decide(until, margin)
                 if tok is None:
                     continue
                 token, source, lp = tok
                 if g.edge.tokenizer.is_eog(token):
+                    self.stats.finish_reason = "eog"
                     break
                 out = self._emit(token, source, lp, deadline, t0, stream)
                 last_emit = time.perf_counter()
@@ -479,6 +514,15 @@ class _Run:
             self.stats.scheduler = sch.summary()
             if self.request is not None:
                 self.request.future.cancel()
+
+    def _pace_line(self) -> float:
+        """The time by which the head is due at the pace bound: inf without one. The edge's time per token is its
+        best recent one (as it runs alone: a busy cloud beside it on the same memory system slows it down, and that
+        is part of what the bound limits); until the edge has been timed, the head does not wait."""
+        if self.g.pace is None:
+            return float("inf")
+        edge_ms = self.g.scheduler.edge_token_ms.min or 0.0
+        return self.t_decode + self.g.pace * (self.head + 1) * edge_ms / 1e3
 
     def _prefill(self) -> npt.NDArray[np.float32]:
         g = self.g
@@ -515,9 +559,9 @@ class _Run:
         if self.request is None and self._maybe_send(now):
             return None
         r = self.request
-        if r is None or not r.covers(self.head, g.chunk):
+        if r is None or not r.covers(self.head):
             return self._edge_token(Source.EDGE_ONLY)
-        expected = sch.expected_ms(r.n_appended + len(r.tokens) + 1)
+        expected = sch.expected_ms(r.cost_tokens)
         arrival = r.sent + (expected or 0.0) / 1e3  # no observation yet: hope, bounded by the deadline
         if not sch.wait_for_cloud(now, deadline, arrival):
             return self._edge_token(Source.EDGE_ONLY)
@@ -537,9 +581,9 @@ class _Run:
         """Cloud-led: a draft covering the head is in flight and due before the head's deadline, and sooner than
         the edge would decode one token and then the next (waiting for it beats decoding on a slow edge)."""
         r, sch = self.request, self.g.scheduler
-        if r is None or r.lead is not Lead.CLOUD or not r.covers(self.head, self.g.chunk):
+        if r is None or r.lead is not Lead.CLOUD or not r.covers(self.head):
             return False
-        arrival = r.sent + (sch.expected_ms(r.n_appended + self.g.chunk) or 0.0) / 1e3
+        arrival = r.sent + (sch.expected_ms(r.cost_tokens) or 0.0) / 1e3
         return arrival <= deadline - margin and arrival - now < 2 * (sch.edge_token_ms.ewma or 0.0) / 1e3
 
     def _edge_token(self, source: Source) -> tuple[int, Source, float]:

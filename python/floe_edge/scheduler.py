@@ -162,6 +162,11 @@ class DeadlineScheduler:
     def should_probe(self, now: float) -> bool:
         return (now - self._last_request) * 1e3 >= self.probe_ms
 
+    @property
+    def failing(self) -> bool:
+        """The last step failed: until one succeeds, every request is a probe (at most one per probe_ms)."""
+        return self._failing
+
     def lead(self) -> Lead:
         """Cloud-led when the cloud drafts faster than the edge decodes. Until a cloud draft has been timed, only
         a slow edge (> slow_edge_ms per token, a Pi-class device) tries cloud-led, which then measures it."""
