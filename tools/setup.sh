@@ -14,12 +14,13 @@ if [ "$(uname -m)" = x86_64 ]; then
     export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'"
 fi
 key=$(printf '%s' "${CMAKE_ARGS:-}" | sha256sum | cut -c1-12)
-export PIP_FIND_LINKS="${FLOE_WHEEL_CACHE:-$HOME/.cache/floe/wheels}/llama-$key"
-mkdir -p "$PIP_FIND_LINKS"
-if ! ls "$PIP_FIND_LINKS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "building llama-cpp-python once (about ten minutes on two cores) into $PIP_FIND_LINKS" >&2
-    .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$PIP_FIND_LINKS" "llama-cpp-python>=0.3"
+wheels="${FLOE_WHEEL_CACHE:-$HOME/.cache/floe/wheels}/llama-$key"
+mkdir -p "$wheels"
+export PIP_FIND_LINKS="$wheels${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"  # pip reads a space-separated list
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python once (about ten minutes on two cores) into $wheels" >&2
+    .venv/bin/pip wheel -q --no-deps --no-cache-dir -w "$wheels" "llama-cpp-python>=0.3"
 fi
 # the cached wheel, also over one an older .venv holds (same version: pip would keep that one)
-.venv/bin/pip install -q --no-deps --force-reinstall "$PIP_FIND_LINKS"/llama_cpp_python-*.whl
+.venv/bin/pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
 .venv/bin/pip install -q ".[$extra]"
