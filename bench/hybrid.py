@@ -15,7 +15,7 @@ counts HTTP bytes both ways (headers included). Two regimes:
 
 * this machine: edge SmolLM2-135M as it runs here (~13-20 ms/token), cloud Gemma 3 270M (another vocabulary;
   slower per token than the edge on one core).
-* paper: the edge padded to a Raspberry Pi 4's cost (EdgeThrottle: 40 ms per decoded token, 8 ms per further token
+* paper: the edge padded to a Raspberry Pi 4's cost (ThrottledEdge: 40 ms per decoded token, 8 ms per further token
   of a batch; a model of the Pi, not a measurement: SmolLM2's 94 MB of weights per token over the Pi 4's few GB/s
   of memory bandwidth), the cloud SmolLM2-135M in llama.cpp (same vocabulary; ~30 ms per greedy token on one core of this host, so only
   a little faster than that edge).
@@ -36,7 +36,7 @@ from typing import Optional
 from floe_edge import NativeSLM, models
 from floe_edge.cloud.client import FloeCloudBackend
 from floe_edge.cloud.local import LocalCloud, other_core
-from floe_edge.hybrid import EdgeThrottle, HybridGenerator, HybridStats
+from floe_edge.hybrid import HybridGenerator, HybridStats, ThrottledEdge
 from floe_edge.netem import NetemProxy, Profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,7 +65,7 @@ verification): its floor is the cloud's own drafting time plus the last verifica
 (16 greedy tokens per round trip, no verification) does not pay; floe lands near edge-only at low RTT and
 below cloud-only only where round trips dominate (250 ms, outage). Cloud-led top-k for every drafted position is
 what takes floe past 5 KB per query there."""
-PI4 = EdgeThrottle(decode_ms=40.0, batch_ms_per_token=8.0)
+PI4 = (40.0, 8.0)  # ThrottledEdge: ms per decoded token, ms per further token of a batched eval
 LATE_MS = 5.0
 
 
@@ -104,7 +104,7 @@ def run_one(gens: dict[str, HybridGenerator], way: str, prompt: str, n: int, out
     out.add(gen.last_stats, late)
 
 
-def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: argparse.Namespace,
+def regime(name: str, cloud_model: str, throttle: Optional[tuple[float, float]], args: argparse.Namespace,
            ) -> dict[str, dict[str, Runs]]:
     """Per network profile, every way on every prompt, interleaved (edge-only too: the host's speed drifts)."""
     prompts = PROMPTS[: args.prompts]
@@ -112,15 +112,15 @@ def regime(name: str, cloud_model: str, throttle: Optional[EdgeThrottle], args: 
     # every run opens a session; those left behind a faulty link wait for the idle expiry
     with LocalCloud(models.pull(cloud_model), core=args.cloud_core, n_ctx=1024,
                     extra_args=["--max-sessions-per-key", "256"]) as cloud, \
-            NativeSLM(models.pull("smollm2-135m"), threads=1, n_ctx=1024) as edge:
+            NativeSLM(models.pull("smollm2-135m"), threads=1, n_ctx=1024) as native:
+        edge = ThrottledEdge(native, *throttle) if throttle else native
         for label, profile, outage in NETWORKS[: args.networks]:
             with NetemProxy(upstream=cloud.address, profile=profile) as proxy:
                 def floe(pace: Optional[float]) -> HybridGenerator:
-                    link = FloeCloudBackend(proxy.url(), edge.tokenizer, api_key=cloud.api_key)
-                    return HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms,
-                                           throttle=throttle, pace=pace)
+                    link = FloeCloudBackend(proxy.url(), native.tokenizer, api_key=cloud.api_key)
+                    return HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms, pace=pace)
 
-                gens = {"edge-only": HybridGenerator(edge, None, throttle=throttle), "floe": floe(None),
+                gens = {"edge-only": HybridGenerator(edge, None), "floe": floe(None),
                         "floe-paced": floe(args.pace)}
                 gens["cloud-only"] = gens["floe"]
                 try:

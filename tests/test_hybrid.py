@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from floe_edge import NativeSLM
-from floe_edge.hybrid import EdgeThrottle, HybridGenerator, Source
+from floe_edge.hybrid import HybridGenerator, Source, ThrottledEdge
 from floe_edge.scheduler import Lead
 
 PROMPT = "def fibonacci(n):\n    "
@@ -32,6 +32,7 @@ class Step:
     evidence: list[Optional[Evidence]]
     bytes_sent: int = 0
     bytes_received: int = 0
+    server_ms: Optional[float] = None
 
 
 @dataclass
@@ -46,6 +47,7 @@ class FakeCloud:
     received: list = field(default_factory=list)
     steps: int = 0
     available: bool = True
+    can_score: bool = True
     memo: Optional[dict] = None  # prefix -> top-k after it: a warmed-up cloud answers without computing
 
     def __post_init__(self) -> None:
@@ -213,7 +215,7 @@ def test_outage_falls_back_and_recovers(edge, smollm2_path) -> None:
         run(warm, n=48)  # the answers along this text, so that after the outage the cloud answers at once
     cloud = FakeCloud(smollm2_path, down=lambda t: 0.05 < t < 0.6, memo=memo)
     # the edge paced at 25 ms/token so that >= 0.5 s of the 48 tokens follow the outage
-    with HybridGenerator(edge, cloud, fusion="code", deadline_ms=400, throttle=EdgeThrottle(25.0, 5.0)) as gen:
+    with HybridGenerator(ThrottledEdge(edge, 25.0, 5.0), cloud, fusion="code", deadline_ms=400) as gen:
         gen.scheduler.probe_ms = 50
         got = run(gen, n=48)
     sources = [t.source for t in got]
@@ -247,8 +249,8 @@ def test_private_context_stays_on_the_device(edge, smollm2_path) -> None:
 
 def test_throttled_edge_and_no_threads_left(edge, smollm2_path) -> None:
     before = {t.name for t in threading.enumerate()}
-    throttle = EdgeThrottle(decode_ms=30, batch_ms_per_token=5)
-    with HybridGenerator(edge, FakeCloud(smollm2_path), deadline_ms=1000, throttle=throttle) as gen:
+    slow = ThrottledEdge(edge, decode_ms=30, batch_ms_per_token=5)
+    with HybridGenerator(slow, FakeCloud(smollm2_path), deadline_ms=1000) as gen:
         got = run(gen, n=8)
     assert len(got) == 8
     assert gen.scheduler.edge_token_ms.ewma >= 29

@@ -16,7 +16,7 @@ import pytest
 from floe_edge import NativeSLM
 from floe_edge.cloud.client import FloeCloudBackend
 from floe_edge.cloud.local import LocalCloud, other_core
-from floe_edge.hybrid import EdgeThrottle, HybridGenerator, Source
+from floe_edge.hybrid import HybridGenerator, Source, ThrottledEdge
 from floe_edge.netem import NetemProxy, Profile
 
 PROMPT = "The three primary colors are"
@@ -38,7 +38,8 @@ def edge(smollm2_path):
 
 def generate(edge, proxy, cloud, n: int, during=None, throttle=None) -> HybridGenerator:
     link = FloeCloudBackend(proxy.url(), edge.tokenizer, api_key=cloud.api_key, same_vocab=True)
-    gen = HybridGenerator(edge, link, fusion="assistant", deadline_ms=DEADLINE_MS, trace=True, throttle=throttle)
+    gen = HybridGenerator(ThrottledEdge(edge, *throttle) if throttle else edge, link, fusion="assistant",
+                          deadline_ms=DEADLINE_MS, trace=True)
     gen.scheduler.probe_ms = 100
     timer = threading.Timer(during[0], during[1]) if during else None
     try:
@@ -86,7 +87,7 @@ def test_outage_then_recovery_within_two_probes(edge, cloud) -> None:
             start["t"] = time.monotonic()
             proxy.outage(2.0)
 
-        gen = generate(edge, proxy, cloud, 180, during=(0.3, outage), throttle=EdgeThrottle(40.0, 5.0))
+        gen = generate(edge, proxy, cloud, 180, during=(0.3, outage), throttle=(40.0, 5.0))
     s, toks = gen.last_stats, gen.tokens_out
     # times in the trace and tokens are ms since the generation started; the outage began at ~300 ms
     during = [t for t in toks if 400 < t.t_ms < 2200]

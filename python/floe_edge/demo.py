@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from .hybrid import HybridGenerator, HybridStats, HybridToken, Source
+from .hybrid.pipeline import MAX_SCORED
 
 PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
@@ -49,13 +50,13 @@ def _agreement(gen: HybridGenerator, prompt: str, ids: list[int]) -> Optional[fl
     positions align with the edge's tokens)."""
     if not ids:
         return None
-    io, cloud = gen._io, gen.cloud
-    assert io is not None
+    io, cloud = gen.parts.io, gen.cloud
+    assert io is not None and cloud is not None
     io.run(cloud.open(gen.edge.tokenize(prompt), prompt.encode()))
     hits = total = 0
     done: list[int] = []
-    for i in range(0, len(ids), 12):  # 12 edge tokens stay within the server's 16 in another vocabulary
-        part = ids[i: i + 12]
+    for i in range(0, len(ids), MAX_SCORED):  # within the server's limit in another vocabulary too
+        part = ids[i: i + MAX_SCORED]
         step = io.run(cloud.step(done, gen.edge.detokenize(done), k=1, score_edge_ids=part,
                                  score_bytes=gen.edge.detokenize(part), deadline=time.monotonic() + 60))
         for j, tok in enumerate(part):

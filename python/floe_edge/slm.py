@@ -112,6 +112,14 @@ class NativeSLM:
     def detokenize(self, ids: Sequence[int], special: bool = False) -> bytes:
         return bytes(self._tokenizer.detokenize(list(ids), special))
 
+    def is_eog(self, id: int) -> bool:
+        """Does this token end the generation (end of text, end of turn)?"""
+        return bool(self._tokenizer.is_eog(id))
+
+    def text_stream(self) -> "_native.StreamDecoder":
+        """A decoder of generated ids to text, as UTF-8 characters complete."""
+        return _native.StreamDecoder(self._tokenizer)
+
     # -- evaluation ------------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], logits: Literal["all", "last"] = "all",
              timeout_s: Optional[float] = None) -> npt.NDArray[np.float32]:
