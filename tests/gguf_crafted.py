@@ -221,11 +221,10 @@ def _truncation_cases() -> list[Case]:
     return cases
 
 
-def crafted_cases() -> list[Case]:
+def _valid_cases(infos: list[bytes], data: bytes) -> list[Case]:
+    """Valid files from our writer (error None)."""
     C = Case
-    infos, data = _base_tensors()
-    cases: list[Case] = [
-        # ---- valid files from our writer (error None) ----
+    return [
         C("ok_minimal", header(0, 0), None, "header only"),
         C("ok_struct", valid_struct_file(), None, "small valid file"),
         C("ok_v2", gguf_bytes([ARCH], infos, data, version=2), None, "GGUF v2"),
@@ -243,8 +242,13 @@ def crafted_cases() -> list[Case]:
                                            kv_array("a.tokens", STRING, [b"\xff", "ok"])]),
           None, "string values that are not UTF-8 (partial-UTF-8 tokens): kept as bytes"),
         C("ok_trailing_bytes", valid_struct_file() + b"\xff" * 40, None, "bytes after the last tensor"),
+    ]
 
-        # ---- header ----
+
+def _header_cases(infos: list[bytes], data: bytes) -> list[Case]:
+    """Header."""
+    C = Case
+    return [
         C("empty", b"", r"empty file", "test-gguf.cpp HEADER_EMPTY"),
         C("bad_magic", b"FUGG" + header(0, 0)[4:], r"bad magic", "test-gguf.cpp HEADER_BAD_MAGIC"),
         C("bad_magic_ggml", b"lmgg" + b"\0" * 60, r"bad magic", "old ggml file"),
@@ -266,8 +270,13 @@ def crafted_cases() -> list[Case]:
         C("n_kv_lie_small", gguf_bytes([ARCH], n_kv=5), r"metadata count 5 is impossible", "n_kv larger than the file"),
         C("n_kv_lie_plausible", gguf_bytes([ARCH, ARCH.replace(b"architecture", b"architectur2")], n_kv=3),
           r"truncated while reading metadata key", "n_kv one more than present"),
+    ]
 
-        # ---- metadata keys and values ----
+
+def _metadata_cases(infos: list[bytes], data: bytes) -> list[Case]:
+    """Metadata keys and values."""
+    C = Case
+    return [
         C("key_length_max", gguf_bytes([gstr("x", MASK64) + u32(U8) + b"\0" * 8]),
           r"metadata key length 18446744073709551615 exceeds the limit", "test-gguf.cpp KV_BAD_KEY_SIZE"),
         C("key_past_eof", gguf_bytes([gstr("abc", 4000) + u32(U8) + b"\0" * 4]), r"truncated inside metadata key",
@@ -326,8 +335,13 @@ def crafted_cases() -> list[Case]:
         C("vocab_tokens_count_lie",
           gguf_bytes([ARCH, kv_array("tokenizer.ggml.tokens", STRING, ["a", "b"], count=100000)]),
           r"array of 100000 elements runs past the end of the file", "CVE-2025-49847: vocab size lie"),
+    ]
 
-        # ---- general.alignment ----
+
+def _alignment_cases(infos: list[bytes], data: bytes) -> list[Case]:
+    """General.alignment."""
+    C = Case
+    return [
         C("alignment_0", gguf_bytes([kv("general.alignment", U32, 0)]), r"general\.alignment 0 is not a power of two",
           "test-gguf.cpp KV_BAD_ALIGN"),
         C("alignment_13", gguf_bytes([kv("general.alignment", U32, 13)]), r"general\.alignment 13 is not a power",
@@ -344,8 +358,13 @@ def crafted_cases() -> list[Case]:
           r"general\.alignment must be a u32", "alignment as a string"),
         C("alignment_array", gguf_bytes([kv_array("general.alignment", U32, [32])]),
           r"general\.alignment must be a u32", "alignment as an array"),
+    ]
 
-        # ---- tensor infos ----
+
+def _tensor_infos_cases(infos: list[bytes], data: bytes) -> list[Case]:
+    """Tensor infos."""
+    C = Case
+    return [
         C("tensor_name_length_max", gguf_bytes([ARCH], [gstr("w", MASK64) + b"\0" * 40]),
           r"tensor name length 18446744073709551615 exceeds the limit", "tensor name length wraps"),
         C("tensor_name_64", gguf_bytes([ARCH], [tensor_info("t" * 64, [4], T_F32, 0)], pattern(16)),
@@ -426,7 +445,12 @@ def crafted_cases() -> list[Case]:
                                               pattern(64)),
           r"duplicate tensor 'w'", "test-gguf.cpp TENSORS_DUPLICATE_NAME"),
     ]
-    return cases + _truncation_cases()
+
+
+def crafted_cases() -> list[Case]:
+    infos, data = _base_tensors()
+    groups = (_valid_cases, _header_cases, _metadata_cases, _alignment_cases, _tensor_infos_cases)
+    return [c for group in groups for c in group(infos, data)] + _truncation_cases()
 
 
 def large_cases() -> list[Case]:
