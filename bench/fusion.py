@@ -127,7 +127,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     for V, name, t in rows:
         lines.append(f"| {V} | {name} | {t['ours']:.1f} | {t['numpy']:.1f} | {t['numpy'] / t['ours']:.1f}x | "
                      f"{t['ours_fast']:.1f} | {t['numpy_fast']:.1f} | {t['numpy_fast'] / t['ours_fast']:.1f}x |")
-    lines += ["", "| V | our log-softmax | one read of V floats (numpy max) | numpy log-softmax |", "|---:|---:|---:|---:|"]
+    lines += ["", "| V | our log-softmax | one read of V floats (numpy max) | numpy log-softmax |",
+              "|---:|---:|---:|---:|"]
     for V, t in lsm:
         lines.append(f"| {V} | {t['log_softmax']:.1f} | {t['read']:.1f} | {t['numpy']:.1f} |")
     text = "\n".join(lines)

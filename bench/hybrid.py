@@ -17,8 +17,8 @@ counts HTTP bytes both ways (headers included). Two regimes:
   slower per token than the edge on one core).
 * paper: the edge padded to a Raspberry Pi 4's cost (ThrottledEdge: 40 ms per decoded token, 8 ms per further token
   of a batch; a model of the Pi, not a measurement: SmolLM2's 94 MB of weights per token over the Pi 4's few GB/s
-  of memory bandwidth), the cloud SmolLM2-135M in llama.cpp (same vocabulary; ~30 ms per greedy token on one core of this host, so only
-  a little faster than that edge).
+  of memory bandwidth), the cloud SmolLM2-135M in llama.cpp (same vocabulary; ~30 ms per greedy token on one core
+  of this host, so only a little faster than that edge).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ NETWORKS = [
     ("30 ms, 1% loss", Profile(rtt_ms=30, loss=0.01, seed=2), False),
     ("30 ms, 1 s outage", Profile(rtt_ms=30), True),
 ]
-READING = """Reading the tables. *This machine*: the cloud (Gemma 3 270M in llama.cpp on one core) takes longer to read a
-token (prefill) than the edge takes to write one, so it falls behind whatever the scheduler does; unbounded floe
+READING = """Reading the tables. *This machine*: the cloud (Gemma 3 270M in llama.cpp on one core) takes longer to
+read a token (prefill) than the edge takes to write one, so it falls behind whatever the scheduler does; unbounded floe
 waits for it on unsure tokens (fused share up to ~30%) and pays in latency, while `pace` keeps floe within ~1.1x of
 edge-only by giving up those waits (fused share ~0%). *Paper regime*: the throttled edge is slower than the cloud, so
 floe runs cloud-led (the cloud drafts, the edge verifies each chunk in one batch, the next draft requested before the

@@ -229,7 +229,8 @@ def markdown(results: list[Result], args: argparse.Namespace, bw: dict[int, floa
         f"- Command: `{cmd}` (pins itself: core 0 for 1 thread, cores 0-1 for 2 threads)",
         f"- Date: {date}",
         f"- Machine: {machine()}; load average (1/5/15 min) {loads}",
-        f"- floe-edge variant: `{args.variant or kernels.active_variant()}` (available: {', '.join(kernels.variants())})",
+        f"- floe-edge variant: `{args.variant or kernels.active_variant()}` "
+        f"(available: {', '.join(kernels.variants())})",
         f"- ggml: {ggml}, its `ggml_vec_dot_*` + `quantize_row_q8_*` called from `bench/ggml_ref.c`",
         f"- Read bandwidth (sum of a {args.bw_mib} MiB buffer, median of {args.bw_reps}): {bw_text}",
         f"- Outputs checked: ours vs ggml max relative difference {err:.1e}",

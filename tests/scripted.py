@@ -188,8 +188,9 @@ class ScriptedEdge:
 @dataclass
 class ScriptedCloud:
     """A CloudBackend whose distribution at generated position p comes from `says`. A step takes rtt_ms plus
-    token_ms per token it computes (appended, scored or drafted), opening the session open_ms; `down(t)` (virtual seconds) makes a step fail
-    after rtt_ms; `breaker(t)` makes the link unavailable; a step past its deadline fails with CloudTimeout there.
+    token_ms per token it computes (appended, scored or drafted), opening the session open_ms; `down(t)` (virtual
+    seconds) makes a step fail after rtt_ms; `breaker(t)` makes the link unavailable; a step past its deadline fails
+    with CloudTimeout there.
     Every request is recorded as (virtual ms sent, accepted, scored, n_draft, want)."""
 
     clock: VirtualClock

@@ -9,7 +9,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -77,9 +76,9 @@ def test_outage_then_recovery_within_two_probes(edge, cloud) -> None:
     """A 2 s outage starting 0.3 s in: edge-only while it lasts, fused again within two requests after it.
 
     After an outage the cloud must first catch up with what the edge wrote meanwhile (llama.cpp prefills ~8-15 ms
-    per token on one core here); the edge is paced as a Pi-class device (40 ms per token, as bench/hybrid.py models a Pi 4) so that it can. An edge
-    as fast as this machine's outruns that catch-up, and the cloud then only serves as a probe target (measured:
-    bench/hybrid.py, outage row)."""
+    per token on one core here); the edge is paced as a Pi-class device (40 ms per token, as bench/hybrid.py models
+    a Pi 4) so that it can. An edge as fast as this machine's outruns that catch-up, and the cloud then only serves as
+    a probe target (measured: bench/hybrid.py, outage row)."""
     with NetemProxy(upstream=cloud.address, profile=Profile(rtt_ms=10)) as proxy:
         start = {}
 

@@ -24,7 +24,8 @@ def world(edge_says, cloud_says=None, *, decode_ms: float = 10.0, **cloud_kw):
     return clock, edge, cloud
 
 
-def generate(clock, edge, cloud, n: int, *, deadline_ms: float = 200.0, **kw) -> tuple[list[HybridToken], HybridGenerator]:
+def generate(clock, edge, cloud, n: int, *, deadline_ms: float = 200.0,
+             **kw) -> tuple[list[HybridToken], HybridGenerator]:
     gen = HybridGenerator(edge, cloud, clock=clock, io=VirtualIO(clock) if cloud else None, deadline_ms=deadline_ms,
                           **kw)
     with gen:
