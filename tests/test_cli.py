@@ -1,9 +1,16 @@
 """`floe info` and variant selection, run as a user would (a subprocess)."""
 
+import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
 
 from floe_edge import kernels
 
@@ -39,3 +46,110 @@ def test_this_cpu_gets_its_best_variant() -> None:
         assert kernels.variants()[0] in ("avx512", "avx2")
     if features["neon"]:
         assert kernels.variants()[0] in ("neon_dotprod" if features["dotprod"] else "neon",)
+
+
+# -- the command-line contract: every command, flag, default and help text, as recorded in tests/cli_spec.json --
+
+SPEC = Path(__file__).with_name("cli_spec.json")
+
+
+def parser_spec(parser: argparse.ArgumentParser, spec: Optional[dict[str, Any]] = None,
+                help: Optional[str] = None) -> dict[str, Any]:
+    """Everything about a parser that users and scripts rely on, as plain JSON data: one entry per (sub)command,
+    named by its prog ("floe cloud serve"), with one row per flag."""
+    spec = {} if spec is None else spec
+    entry: dict[str, Any] = {"help": help, "description": parser.description, "options": []}
+    spec[parser.prog] = entry
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            entry["commands"] = list(action.choices)
+            for name, sub in action.choices.items():
+                parser_spec(sub, spec, helps.get(name))
+            continue
+        entry["options"].append(
+            [action.option_strings, action.dest, type(action).__name__, repr(action.default),
+             getattr(action.type, "__name__", None), list(action.choices) if action.choices is not None else None,
+             action.required, action.nargs, action.metavar, action.help])
+    return spec
+
+
+def current_spec() -> dict[str, Any]:
+    from floe_edge.cli import build_parser
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "cpu_count", lambda: 4)  # `cloud serve --threads` defaults to half the cores
+        return json.loads(json.dumps(parser_spec(build_parser())))  # tuples as lists, as in the file
+
+
+def write_spec(path: Path) -> None:
+    """The spec, one line per flag, so that a change shows as a readable diff."""
+    lines = ["{"]
+    for i, (prog, entry) in enumerate(current_spec().items()):
+        rows = ",\n".join(f"    {json.dumps(row)}" for row in entry["options"])
+        head = {k: v for k, v in entry.items() if k != "options"}
+        lines.append(f" {json.dumps(prog)}: {json.dumps(head)[:-1]}, \"options\": [\n{rows}\n ]}}"
+                     + ("," if i < len(current_spec()) - 1 else ""))
+    path.write_text("\n".join(lines) + "\n}\n", encoding="utf-8")
+
+
+def test_command_line_unchanged() -> None:
+    """A change to any command, flag, default or help text must be deliberate: regenerate the file with
+    `python tests/test_cli.py --write-spec` and review its diff."""
+    expected = json.loads(SPEC.read_text(encoding="utf-8"))
+    spec = current_spec()
+    assert list(spec) == list(expected)
+    for prog in expected:
+        assert spec[prog] == expected[prog], prog
+
+
+def test_version_has_one_source() -> None:
+    import floe_edge
+
+    assert floe_edge.__version__ == importlib.metadata.version("floe-edge")
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'\nversion = "{floe_edge.__version__}"\n' in pyproject
+    assert run_floe("--version").stdout.strip() == f"floe-edge {floe_edge.__version__}"
+    assert json.loads(run_floe("info", "--json").stdout)["version"] == floe_edge.__version__
+
+
+def test_version_from_the_source_tree_without_metadata() -> None:
+    """Not installed (no metadata): the version still comes from pyproject.toml, not from a second copy."""
+    source = Path(__file__).resolve().parents[1] / "python" / "floe_edge" / "_version.py"
+    spec = importlib.util.spec_from_file_location("floe_version_from_source", source)  # as run from the tree
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._from_source_tree() == importlib.metadata.version("floe-edge")
+
+
+def test_help_of_every_command() -> None:
+    for argv in (["--help"], ["cloud", "serve", "--help"], ["demo", "--help"], ["netem", "--help"],
+                 ["models", "pull", "--help"], ["generate", "--help"], ["make-slm", "--help"]):
+        out = run_floe(*argv).stdout
+        assert out.startswith("usage: floe"), argv
+
+
+def test_main_reports_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from floe_edge.cli import main
+
+    assert main(["make-slm", "--base", "/nonexistent.gguf", "--layers", "2", "--out", "x.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("floe: error: no model file '/nonexistent.gguf'") and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:
+        main(["nope"])
+    assert e.value.code == 2
+
+
+def test_resolve_model(tmp_path: Path) -> None:
+    from floe_edge import models
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert models.resolve_model(str(gguf)) == str(gguf)
+    with pytest.raises(FileNotFoundError, match="not a known model: smollm2-135m"):
+        models.resolve_model(str(tmp_path / "missing.gguf"))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-spec"]:
+    write_spec(SPEC)

@@ -32,7 +32,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from floe_edge.cloud import protocol  # noqa: E402
 from floe_edge.cloud.backend import LlamaBackend, topk_logprobs  # noqa: E402
-from floe_edge.cloud.server import CloudServer, Limits, create_app, register_cli  # noqa: E402
+from floe_edge.cli.cloud import register_serve  # noqa: E402
+from floe_edge.cloud.server import CloudServer, Limits, create_app  # noqa: E402
 
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -564,12 +565,12 @@ def test_tls(tmp_path) -> None:
 
 def test_cli_serve(smollm2_path) -> None:
     parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers())
+    register_serve(parser.add_subparsers())
     args = parser.parse_args(["serve", "--model", "m"])
     assert (args.host, args.max_k, args.max_sessions_per_key, args.idle_expiry_s, args.max_body_bytes) == \
         ("127.0.0.1", 20, 8, 300.0, 65536) and callable(args.func)
-    code = ("import argparse, sys; from floe_edge.cloud.server import register_cli; p = argparse.ArgumentParser(); "
-            "register_cli(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    code = ("import argparse, sys; from floe_edge.cli.cloud import register_serve; p = argparse.ArgumentParser(); "
+            "register_serve(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--model", str(smollm2_path), "--port", "0",
                              "--ctx", "256", "--threads", "1", "--api-key", KEY, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

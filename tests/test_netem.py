@@ -18,7 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from floe_edge.netem import PROFILES, NetemProxy, Profile, get_profile, profile_from_args, register_cli
+from floe_edge.cli.netem import profile_from_args
+from floe_edge.cli.netem import register as register_cli
+from floe_edge.netem import PROFILES, NetemProxy, Profile, get_profile
 
 SLACK = 0.25  # seconds a busy machine may add to a round trip
 

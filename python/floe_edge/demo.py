@@ -1,4 +1,4 @@
-"""`floe demo`: edge SLM + cloud LLM on one machine, three ways (edge-only, cloud-only, floe), side by side.
+"""The `floe demo` runner: edge SLM + cloud LLM on one machine, three ways (edge-only, cloud-only, floe), side by side.
 
 The cloud is a local `floe cloud serve` in its own process on the other core, reached through `floe_edge.netem` with
 the chosen network profile; the edge runs here, pinned to core 0. Every prompt is generated edge-only, cloud-only
@@ -10,17 +10,15 @@ construction; it says how much of the LLM's judgement reached the answer, not wh
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from .hybrid import HybridGenerator, HybridStats, HybridToken, Source
 from .hybrid.pipeline import MAX_SCORED
+from .netem import Profile
 
 PROMPTS = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
@@ -38,6 +36,14 @@ class Row:
     text: str
     stats: HybridStats
     agreement: Optional[float] = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as `floe demo --json` prints it."""
+        s = self.stats
+        return {"prompt": self.prompt, "way": self.way, "text": self.text, "latency_ms": s.latency_ms,
+                "tokens": s.tokens, "deadline_misses": s.deadline_misses, "cloud_share": s.cloud_share,
+                "kb_sent": s.bytes_sent / 1e3, "kb_received": s.bytes_received / 1e3,
+                "cloud_agreement": self.agreement, "sources": s.sources}
 
 
 def _pin_to(core: int) -> None:
@@ -87,30 +93,30 @@ def _stream(tokens: Iterator[HybridToken], console: Any, label: str) -> tuple[st
     return text, ids
 
 
-def run(args: argparse.Namespace) -> int:
+def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_model: str = "gemma3-270m",
+             profile: Optional[Profile] = None, deadline_ms: float = 200.0, pace: Optional[float] = None,
+             fusion: str = "assistant", n: int = 32, prompts: Sequence[str] = PROMPTS) -> list[Row]:
+    """Generate every prompt three ways, streamed to `console` (a rich Console), then print the summary table.
+
+    The network between edge and cloud is `profile` (default: 30 ms round trip); returns one Row per prompt and way.
+    """
     from . import models
     from .cloud.client import CloudError, FloeCloudBackend
     from .cloud.local import LocalCloud, other_core
-    from .netem import PROFILES, NetemProxy, Profile
+    from .netem import NetemProxy
     from .slm import NativeSLM
 
-    try:
+    if console is None:
         from rich.console import Console
-    except ImportError:
-        print("floe demo needs rich: pip install 'floe-edge[demo]'", file=sys.stderr)
-        return 2
-    console = Console(stderr=args.json)
-    edge_path = models.pull(args.edge_model)
-    cloud_path = models.pull(args.cloud_model)
-    if args.profile:
-        profile = PROFILES[args.profile]
-    else:
-        profile = Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
-    prompts = args.prompt or PROMPTS
+
+        console = Console()
+    profile = profile if profile is not None else Profile(rtt_ms=30.0)
+    edge_path = models.pull(edge_model)
+    cloud_path = models.pull(cloud_model)
     cloud_core = other_core(0)
-    console.print(f"[bold]floe demo[/]: edge {args.edge_model} (core 0), cloud {args.cloud_model} "
+    console.print(f"[bold]floe demo[/]: edge {edge_model} (core 0), cloud {cloud_model} "
                   f"(core {cloud_core if cloud_core is not None else 'shared'}), network {profile}, "
-                  f"deadline {args.deadline_ms:g} ms/token, fusion '{args.fusion}'")
+                  f"deadline {deadline_ms:g} ms/token, fusion '{fusion}'")
     rows: list[Row] = []
     with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024, extra_args=["--max-sessions-per-key", "64"]) as cloud, \
             NetemProxy(upstream=cloud.address, profile=profile) as proxy, \
@@ -119,15 +125,15 @@ def run(args: argparse.Namespace) -> int:
         url = f"http://127.0.0.1:{proxy.port}"
         link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)
         direct = FloeCloudBackend(cloud.url, edge.tokenizer, api_key=cloud.api_key)
-        with HybridGenerator(edge, link, fusion=args.fusion, deadline_ms=args.deadline_ms, pace=args.pace) as gen, \
+        with HybridGenerator(edge, link, fusion=fusion, deadline_ms=deadline_ms, pace=pace) as gen, \
                 HybridGenerator(edge, direct) as judge, HybridGenerator(edge, None) as solo:
             list(gen.generate_cloud_only(prompts[0], 2))  # warm-up: vocabulary download, model caches
             for i, prompt in enumerate(prompts):
                 console.rule(f"prompt {i + 1}")
                 console.print(prompt, style="dim", markup=False)
-                ways = [("edge-only", solo, lambda g=solo, p=prompt: g.generate(p, args.n)),
-                        ("cloud-only", gen, lambda g=gen, p=prompt: g.generate_cloud_only(p, args.n)),
-                        ("floe", gen, lambda g=gen, p=prompt: g.generate(p, args.n))]
+                ways = [("edge-only", solo, lambda g=solo, p=prompt: g.generate(p, n)),
+                        ("cloud-only", gen, lambda g=gen, p=prompt: g.generate_cloud_only(p, n)),
+                        ("floe", gen, lambda g=gen, p=prompt: g.generate(p, n))]
                 for way, g, make in ways:
                     text, ids = _stream(make(), console, way)
                     try:
@@ -136,20 +142,14 @@ def run(args: argparse.Namespace) -> int:
                         console.print(f"(cloud agreement not measured: {e})", style="dim")
                         agreement = None
                     rows.append(Row(i, way, text, g.last_stats, agreement))
-    _summary(console, rows, args)
-    if args.json:
-        print(json.dumps([{"prompt": r.prompt, "way": r.way, "text": r.text, "latency_ms": r.stats.latency_ms,
-                           "tokens": r.stats.tokens, "deadline_misses": r.stats.deadline_misses,
-                           "cloud_share": r.stats.cloud_share, "kb_sent": r.stats.bytes_sent / 1e3,
-                           "kb_received": r.stats.bytes_received / 1e3, "cloud_agreement": r.agreement,
-                           "sources": r.stats.sources} for r in rows]))
-    return 0
+    _summary(console, rows, n)
+    return rows
 
 
-def _summary(console: Any, rows: list[Row], args: argparse.Namespace) -> None:
+def _summary(console: Any, rows: list[Row], n: int) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{args.n} tokens per prompt; medians over {len({r.prompt for r in rows})} prompts",
+    t = Table(title=f"{n} tokens per prompt; medians over {len({r.prompt for r in rows})} prompts",
               caption="ms: whole answer; late: tokens past their deadline; cloud: share of tokens decided with "
                       "cloud evidence; agree: teacher-forced agreement with the cloud model's top-1")
     for col in ("", "ms", "ms/tok", "late", "cloud", "KB up/down", "agree"):
@@ -168,21 +168,3 @@ def _summary(console: Any, rows: list[Row], args: argparse.Namespace) -> None:
     console.print(t)
     console.print("[bold green]fused[/] with cloud evidence  [bold cyan]cloud draft[/] accepted  "
                   "[white]edge[/] confident  [yellow]edge-only[/] (cloud late/down)")
-
-
-def register_cli(sub: Any) -> None:
-    p = sub.add_parser("demo", help="edge + local cloud over an emulated network: edge-only vs cloud-only vs floe")
-    p.add_argument("--edge-model", default="smollm2-135m")
-    p.add_argument("--cloud-model", default="gemma3-270m", help="gemma3-270m (another vocabulary) or smollm2-135m")
-    p.add_argument("--rtt", type=float, default=30.0, help="network round-trip time in ms (default 30)")
-    p.add_argument("--jitter", type=float, default=0.0, help="jitter in ms")
-    p.add_argument("--loss", type=float, default=0.0, help="segment loss probability (TCP: retransmission delay)")
-    p.add_argument("--profile", help="a named netem profile instead of --rtt/--jitter/--loss (lan, wifi, lte, ...)")
-    p.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline")
-    p.add_argument("--pace", type=float, default=None,
-                   help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
-    p.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
-    p.add_argument("-n", type=int, default=32, help="tokens per prompt")
-    p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")
-    p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
-    p.set_defaults(func=run)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-__all__ = ["MODELS", "ModelFetchError", "ModelSpec", "list_models", "models_dir", "model_path", "pull"]
+__all__ = ["MODELS", "ModelFetchError", "ModelSpec", "list_models", "models_dir", "model_path", "pull",
+           "resolve_model"]
 
 
 class ModelFetchError(RuntimeError):
@@ -144,3 +145,12 @@ def list_models() -> list[dict[str, object]]:
         out.append({"name": spec.name, "pulled": pulled, "path": str(path) if pulled else None,
                     "size_mb": round(spec.size / 1e6, 1), "license": spec.license, "description": spec.description})
     return out
+
+
+def resolve_model(name_or_path: str, progress: Optional[Callable[[int, int], None]] = None) -> str:
+    """A model name from the registry (pulled on demand) or a path to a GGUF file."""
+    if name_or_path in MODELS:
+        return str(pull(name_or_path, progress=progress))
+    if not os.path.isfile(name_or_path):
+        raise FileNotFoundError(f"no model file {name_or_path!r} (and not a known model: {', '.join(MODELS)})")
+    return name_or_path

@@ -1,0 +1,98 @@
+"""`floe generate`: the edge model alone, or fused with a cloud under a per-token deadline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ._types import Subparsers
+from .progress import resolve_model
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ..sampling import Sampler
+    from ..slm import NativeSLM
+
+    if args.cloud:
+        return _cmd_generate_hybrid(args)
+    sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                      repeat_penalty=args.repeat_penalty, seed=args.seed)
+    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
+        ids, pieces = [], []
+        for tok in slm.generate(args.prompt, n=args.n, sampler=sampler):
+            if tok.id >= 0:
+                ids.append(tok.id)
+            pieces.append(tok.text)
+            if not args.json:
+                print(tok.text, end="", flush=True)
+        stats = slm.last_stats
+    if args.json:
+        print(json.dumps({"ids": ids, "text": "".join(pieces), "prompt_tokens": stats.prompt_tokens,
+                          "generated_tokens": stats.generated_tokens, "prefill_ms": round(stats.prefill_ms, 2),
+                          "decode_ms": round(stats.decode_ms, 2), "decode_tok_s": round(stats.decode_tok_s, 2)}))
+    else:
+        print(f"\n[{stats.generated_tokens} tokens, prefill {stats.prefill_ms:.0f} ms, "
+              f"{stats.decode_tok_s:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
+    """`floe generate --cloud URL`: edge + cloud with fusion under a per-token deadline."""
+    from ..cloud.client import FloeCloudBackend
+    from ..cloud.openai_backend import OpenAICompletionsBackend
+    from ..fusion import FusedSampler
+    from ..hybrid import HybridGenerator
+    from ..slm import NativeSLM
+
+    sampler = FusedSampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                           repeat_penalty=args.repeat_penalty, seed=args.seed)
+    key = args.api_key or os.environ.get("FLOE_API_KEY")
+    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
+        link = (OpenAICompletionsBackend(args.cloud, slm.tokenizer, api_key=key) if args.openai
+                else FloeCloudBackend(args.cloud, slm.tokenizer, api_key=key))
+        with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
+                             pace=args.pace) as gen:
+            tokens = []
+            for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or ""):
+                tokens.append(tok)
+                if not args.json:
+                    print(tok.text, end="", flush=True)
+            s = gen.last_stats
+    summary = {"tokens": s.tokens, "latency_ms": round(s.latency_ms, 1), "ms_per_token": round(s.ms_per_token, 2),
+               "deadline_misses": s.deadline_misses, "cloud_share": round(s.cloud_share, 3), "sources": s.sources,
+               "kb_sent": round(s.bytes_sent / 1e3, 2), "kb_received": round(s.bytes_received / 1e3, 2),
+               "cloud_errors": s.cloud_errors}
+    if args.json:
+        print(json.dumps({"ids": [t.id for t in tokens if t.id >= 0], "text": "".join(t.text for t in tokens),
+                          "source": [t.source.value for t in tokens if t.id >= 0], **summary}))
+    else:
+        print("\n[" + ", ".join(f"{k} {v}" for k, v in summary.items()) + "]", file=sys.stderr)
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    gen = sub.add_parser("generate", help="generate text with the edge model, alone or fused with a cloud")
+    gen.add_argument("--model", default="smollm2-135m", help="model name or GGUF path (default smollm2-135m)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("-n", type=int, default=64, help="tokens to generate")
+    gen.add_argument("--threads", type=int, default=1)
+    gen.add_argument("--ctx", type=int, default=2048, help="context size (tokens)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--min-p", type=float, default=0.0)
+    gen.add_argument("--repeat-penalty", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--json", action="store_true", help="ids, text and timings as JSON")
+    gen.add_argument("--cloud", metavar="URL", help="fuse with a cloud: `floe cloud serve` (or --openai) at URL")
+    gen.add_argument("--openai", action="store_true", help="the cloud is an OpenAI-compatible /v1/completions")
+    gen.add_argument("--api-key", help="the cloud's key (default $FLOE_API_KEY)")
+    gen.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline (with --cloud)")
+    gen.add_argument("--pace", type=float, default=None,
+                     help="with --cloud: wait for the cloud only while the answer stays within PACE x the edge's own "
+                          "time per token (e.g. 1.1)")
+    gen.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
+    gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
+    gen.set_defaults(func=_cmd_generate)
