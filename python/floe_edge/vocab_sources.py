@@ -193,13 +193,10 @@ def as_edge_vocab(edge: Any) -> TokenVocab:
 
     if isinstance(edge, (str, os.PathLike)):
         return _native.Tokenizer.from_gguf(str(edge))
-    if isinstance(edge, TokenVocab):
-        return edge
-    if _is_llama(edge):
-        return LlamaCppVocab(edge)
-    if isinstance(getattr(edge, "tokenizer", None), TokenVocab):  # a NativeSLM
-        return edge.tokenizer
-    raise ValueError(f"the edge vocabulary must be a tokenizer (TokenVocab), not {type(edge).__name__}")
+    vocab = _as_token_vocab(edge)
+    if vocab is None:
+        raise ValueError(f"the edge vocabulary must be a tokenizer (TokenVocab), not {type(edge).__name__}")
+    return vocab
 
 
 def _is_llama(obj: Any) -> bool:
@@ -207,11 +204,17 @@ def _is_llama(obj: Any) -> bool:
     return type(obj).__name__ == "Llama" and hasattr(obj, "_model") and hasattr(obj, "tokenize")
 
 
+def _as_token_vocab(obj: Any) -> Optional[TokenVocab]:
+    """A TokenVocab, a llama_cpp.Llama or a NativeSLM as a TokenVocab; None for anything else."""
+    if isinstance(obj, TokenVocab):
+        return obj
+    if _is_llama(obj):
+        return LlamaCppVocab(obj)
+    if isinstance(getattr(obj, "tokenizer", None), TokenVocab):  # a NativeSLM
+        return obj.tokenizer
+    return None
+
+
 def _coerce_source(source: Any) -> Any:
-    if isinstance(source, TokenVocab):
-        return source
-    if _is_llama(source):
-        return LlamaCppVocab(source)
-    if isinstance(getattr(source, "tokenizer", None), TokenVocab):  # a NativeSLM
-        return source.tokenizer
-    return source
+    vocab = _as_token_vocab(source)
+    return vocab if vocab is not None else source

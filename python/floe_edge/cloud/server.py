@@ -65,6 +65,45 @@ class Limits:
             raise ValueError(f"invalid limits {self}")
 
 
+def _check_ctx(backend: Backend, n: int, extra: int = 0) -> None:
+    if n + extra > backend.n_ctx:
+        raise RequestError(f"{n} tokens{f' + {extra} speculative' if extra else ''} do not fit the context of "
+                           f"{backend.n_ctx} tokens", "context_full")
+
+
+def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes]) -> list[int]:
+    """On the worker: a new session's tokens, evaluated so that its first step pays only for its own tokens."""
+    tokens = backend.tokenize(text, True) if text is not None else ids or []
+    _check_ctx(backend, len(tokens))
+    if tokens:
+        backend.topk(tokens, 1)
+    return tokens
+
+
+def _run_step(backend: Backend, s: Session, req: StepRequest,
+              limits: StepLimits) -> tuple[list[int], Optional[bytes], list[Any]]:
+    """On the worker: the session's tokens (and text) after the step's append, and the step's positions."""
+    committed: Any = s.tokens if s.text is None else s.text
+    new: Any = list(req.append) if s.text is None else req.append_text
+    base = req.base
+    if base is not None and len(committed) != base:  # an append sent again after a lost answer
+        done = len(committed) - base
+        if 0 < done <= len(new) and committed[base:] == new[:done]:
+            new = new[done:]  # applied already, maybe followed by more: appends are idempotent
+        else:
+            raise ApiError(409, "conflict", f"the session holds {len(committed)} "
+                           f"{'tokens' if s.text is None else 'bytes'}, the step says {base}")
+    text = None if s.text is None else s.text + new
+    tokens = s.tokens + new if text is None else backend.tokenize(text, True)
+    scored = list(req.score) if not req.score_text else backend.tokenize(req.score_text, False)
+    if not tokens:
+        raise RequestError("the session has no tokens yet: append some", "empty_session")
+    req.check_scored(len(scored), limits)
+    _check_ctx(backend, len(tokens), max(req.n_draft, len(scored)))
+    extra = {} if req.want is None else {"want": req.want}
+    return tokens, text, backend.topk(tokens, req.k, req.n_draft, scored, **extra)
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -128,11 +167,6 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
             vocab.update(frame=frame, fingerprint=vocab_fingerprint(frame))
         return vocab["frame"], vocab["fingerprint"]
 
-    def check_ctx(n: int, extra: int = 0) -> None:
-        if n + extra > backend.n_ctx:
-            raise RequestError(f"{n} tokens{f' + {extra} speculative' if extra else ''} do not fit the context of "
-                       f"{backend.n_ctx} tokens", "context_full")
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": backend.name, "n_vocab": backend.n_vocab}
@@ -153,14 +187,7 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
         text = decode_b64(body["prompt_b64"], "prompt_b64") if "prompt_b64" in body else None
         ids = None if text is not None else list(check_ids(body["prompt"], "prompt", backend.n_vocab, backend.n_ctx))
 
-        def prefill() -> list[int]:
-            tokens = backend.tokenize(text, True) if text is not None else ids or []
-            check_ctx(len(tokens))
-            if tokens:  # warm the context: the first step then pays for nothing but its own tokens
-                backend.topk(tokens, 1)
-            return tokens
-
-        tokens = await worker.run(prefill)
+        tokens = await worker.run(_prefill, backend, ids, text)
         _, fp = await vocab_frame()
         sid = sessions.add(Session(who, tokens, text, sessions.clock()))
         return {"session": sid, "n_past": len(tokens), "n_vocab": backend.n_vocab, "model": backend.name,
@@ -174,29 +201,8 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
         s = sessions.get(owner(request), sid)
         req = StepRequest.from_json(body, s.text is not None, step_limits)
 
-        def run() -> tuple[list[int], Optional[bytes], list[Any]]:
-            committed: Any = s.tokens if s.text is None else s.text
-            new: Any = list(req.append) if s.text is None else req.append_text
-            base = req.base
-            if base is not None and len(committed) != base:  # an append sent again after a lost answer
-                done = len(committed) - base
-                if 0 < done <= len(new) and committed[base:] == new[:done]:
-                    new = new[done:]  # applied already, maybe followed by more: appends are idempotent
-                else:
-                    raise ApiError(409, "conflict", f"the session holds {len(committed)} "
-                                   f"{'tokens' if s.text is None else 'bytes'}, the step says {base}")
-            text = None if s.text is None else s.text + new
-            tokens = s.tokens + new if text is None else backend.tokenize(text, True)
-            scored = list(req.score) if not req.score_text else backend.tokenize(req.score_text, False)
-            if not tokens:
-                raise RequestError("the session has no tokens yet: append some", "empty_session")
-            req.check_scored(len(scored), step_limits)
-            check_ctx(len(tokens), max(req.n_draft, len(scored)))
-            extra = {} if req.want is None else {"want": req.want}
-            return tokens, text, backend.topk(tokens, req.k, req.n_draft, scored, **extra)
-
         async with s.lock:
-            tokens, text, positions = await worker.run(run)
+            tokens, text, positions = await worker.run(_run_step, backend, s, req, step_limits)
             s.tokens, s.text, s.last_used = tokens, text, sessions.clock()
         frame = encode_step(len(tokens), positions, req.k, req.fmt)
         # Time spent here (queue + model): the device subtracts it from its round trip to estimate the network.
@@ -218,7 +224,7 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
             tokens = prompt if isinstance(prompt, list) else backend.tokenize(prompt.encode(), True)
             if not tokens:
                 raise RequestError("the prompt is empty")
-            check_ctx(len(tokens), req.max_tokens)
+            _check_ctx(backend, len(tokens), req.max_tokens)
             return tokens, backend.generate(tokens, req.max_tokens, req.k, req.temperature, req.seed)
 
         tokens, out = await worker.run(run)
