@@ -1,7 +1,6 @@
 """`FloeCloudBackend`: the device's link to `floe cloud serve` (the floe protocol). Its interface, results and errors
 are those of every cloud backend (`link.CloudBackend`); HTTP, deadlines and retries are the `transport.Transport`'s.
 
-
 Sessions (floe protocol): `open` creates the cloud session in a background task; a step waits for it only until its
 own deadline, so a long cloud prefill does not fail the session (the next step finds it ready). A step that appends
 tokens is not idempotent: if it fails after it may have reached the server, the session is abandoned (deleted
@@ -15,8 +14,7 @@ fetches /v1/floe/vocab once (cached on disk under `vocab_map.vocab_maps_dir()` b
 of each server URL remembered so later runs skip the download; the session's fingerprint verifies it), builds
 `VocabMap.between(cloud vocabulary, edge tokenizer)`, opens a text session and sends accepted text as bytes. Either
 way a cloud draft stops before its first end-of-generation or control token: the distribution that predicted it is
-kept, so the end token can still be fused.
-Positions of the two vocabularies are aligned by the rule in `align`.
+kept, so the end token can still be fused. Positions of the two vocabularies are aligned by the rule in `align`.
 """
 
 from __future__ import annotations
