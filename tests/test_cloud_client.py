@@ -1,4 +1,4 @@
-"""The device's cloud link (floe_edge.cloud.client, .openai_backend, .breaker) against a scriptable fake cloud.
+"""The device's cloud link (floe_edge.cloud: client, openai_backend, transport, breaker) against a fake cloud.
 
 `FakeCloud` speaks the floe protocol (protocol.encode_step / encode_vocab) and OpenAI's /v1/completions over raw
 asyncio HTTP/1.1 on 127.0.0.1, in a background thread, with toy vocabularies (`ToyVocab`, greedy longest match) and a
@@ -26,9 +26,10 @@ import pytest
 
 from floe_edge.cloud import protocol
 from floe_edge.cloud.breaker import BreakerState, CircuitBreaker
-from floe_edge.cloud.client import (CloudConnectionError, CloudHTTPError, CloudProtocolError, CloudTimeout,
-                                    CloudUnavailable, FloeCloudBackend, Transport, align_positions)
-from floe_edge.cloud.openai_backend import OpenAICompletionsBackend
+from floe_edge.cloud import (CloudConnectionError, CloudHTTPError, CloudProtocolError, CloudTimeout, CloudUnavailable,
+                             FloeCloudBackend, OpenAICompletionsBackend)
+from floe_edge.cloud.align import align_positions
+from floe_edge.cloud.transport import Transport
 from floe_edge.vocab_map import VocabMap
 
 SLACK = 0.05  # a step must end by its deadline + this (2 shared cores)

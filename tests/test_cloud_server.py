@@ -203,7 +203,7 @@ def test_prefix_reuse_decodes_only_new_tokens(client, backend, prompt_ids) -> No
     step(client, sid, append=[other])                      # a rejected draft: KV cut after the accepted part
     assert spent() == 1
     # Another session sharing the prompt: only its own suffix is decoded; back to the first, only the difference.
-    sid2 = new_session(client, prompt=prompt_ids + backend.tokenize(b" 42", add_bos=False))
+    new_session(client, prompt=prompt_ids + backend.tokenize(b" 42", add_bos=False))
     assert spent() == len(backend.tokenize(b" 42", add_bos=False))
     step(client, sid)
     assert spent() == len(extra) + 3

@@ -3,19 +3,16 @@ OpenAI-compatible server, each a real peer on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
 
 from floe_edge import NativeSLM
-from floe_edge.cloud.client import FloeCloudBackend
-from floe_edge.cloud.openai_backend import OpenAICompletionsBackend
+from floe_edge.cloud import FloeCloudBackend, OpenAICompletionsBackend
 from floe_edge.cloud.server import CloudServer
 from floe_edge.hybrid import HybridGenerator, Source
 

@@ -109,7 +109,7 @@ def test_smollm2_token_bytes_match_llama_cpp(smollm2_path, llama_cpp):
 
 def test_gpt2_metadata_decoder_matches_tokenizer(smollm2_path, smol_tok):
     """The pure-Python GPT-2 byte-map decoder (used when our tokenizer cannot load a GGUF) agrees with ours."""
-    from floe_edge.vocab_map import _from_gguf_metadata
+    from floe_edge.vocab_sources import _from_gguf_metadata
 
     meta, _ = _from_gguf_metadata(_native.GGUFFile(str(smollm2_path)).metadata)
     assert all(meta[i] == smol_tok.token_bytes(i) for i in range(smol_tok.n_vocab) if not smol_tok.is_control(i))

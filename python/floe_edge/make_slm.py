@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Union
 
+from .files import write_atomic
+
 __all__ = ["make_slm"]
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
@@ -31,10 +33,8 @@ def make_slm(base: Union[str, os.PathLike], n_layers: int, out: Union[str, os.Pa
     if not 1 <= n_layers <= n_base:
         raise ValueError(f"--layers must be in 1..{n_base} for this model, got {n_layers}")
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch)
-    try:
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(str(tmp), arch)
         for field in reader.fields.values():
             if field.name.startswith("GGUF.") or field.name == "general.architecture":
                 continue  # written by GGUFWriter itself
@@ -58,8 +58,5 @@ def make_slm(base: Union[str, os.PathLike], n_layers: int, out: Union[str, os.Pa
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+
+    return write_atomic(out, write)

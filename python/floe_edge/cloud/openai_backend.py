@@ -1,5 +1,5 @@
 """Any OpenAI-compatible raw completions server as a cloud backend (llama-cpp-python's and llama.cpp's servers, vLLM,
-OpenAI's legacy /v1/completions, `floe cloud serve`). Same interface as `client.FloeCloudBackend` (see there).
+OpenAI's legacy /v1/completions, `floe cloud serve`). Same interface as `client.FloeCloudBackend` (`link.CloudBackend`).
 
 Each step POSTs the whole text so far (the shared prompt + accepted text: the API is stateless; servers with a
 prefix cache, llama.cpp and vLLM, compute only the new part) as {prompt, max_tokens: n_draft + 1, logprobs: k,
@@ -8,7 +8,7 @@ token j. The draft is the text of the first N - 1 tokens re-tokenized for the ed
 position's distribution (so n_draft tokens come with n_draft + 1 distributions, as in the floe protocol).
 
 Where the positions are (byte offsets from the end of the prompt), then aligned with the edge's positions by the
-rule of `client` (same offset, else None):
+rule of `align` (same offset, else None):
   * `logprobs.content[]` entries with `bytes` (llama.cpp's server, OpenAI's chat shape): exact.
   * `tokens` strings (the legacy shape): the string of a token that splits a UTF-8 character is lossy ("" in
     llama-cpp-python, U+FFFD or "bytes:\\x.." elsewhere), so position j is located only if token j - 1 is clean
@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import codecs
 import ssl
-import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..vocab_map import TokenVocab, VocabMap
+from .align import align_positions, byte_offsets, retokenize
 from .breaker import CircuitBreaker
-from .client import (CloudStep, Evidence, LinkStats, Reply, Transport, check_step_args, align_positions,
-                     byte_offsets, retokenize)
+from .link import CloudLink, CloudStep, Evidence
+from .step_request import StepRequest
+from .transport import Reply, Transport
 
 __all__ = ["OpenAICompletionsBackend"]
 
@@ -59,15 +60,27 @@ def _clean(token: Any) -> bool:
 def _positions(text: str, lp: Mapping[str, Any]) -> tuple[bytes, list[Optional[int]], list[Any]]:
     """(the continuation's bytes, the byte offset of each returned position or None, each position's top-k)."""
     content = lp.get("content")
-    if isinstance(content, list):  # [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]
-        pieces: list[Optional[bytes]] = []
-        for e in content:
-            raw = e.get("bytes")
-            pieces.append(bytes(raw) if raw is not None else e["token"].encode() if _clean(e["token"]) else None)
-        offsets = byte_offsets(pieces)[: len(content)]
-        known = next((j for j, p in enumerate(pieces) if p is None), len(pieces))
-        return b"".join(pieces[:known]), offsets, [e.get("top_logprobs") for e in content]  # type: ignore[misc]
+    if isinstance(content, list):
+        return _content_positions(content)
+    return _token_positions(text, lp)
 
+
+def _content_positions(content: list[Any]) -> tuple[bytes, list[Optional[int]], list[Any]]:
+    """Entries [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]: exact where bytes are known."""
+    pieces: list[Optional[bytes]] = []
+    for e in content:
+        raw = e.get("bytes")
+        pieces.append(bytes(raw) if raw is not None else e["token"].encode() if _clean(e["token"]) else None)
+    data = bytearray()
+    for p in pieces:  # the text up to the first token of unknown bytes
+        if p is None:
+            break
+        data += p
+    return bytes(data), byte_offsets(pieces)[: len(content)], [e.get("top_logprobs") for e in content]
+
+
+def _token_positions(text: str, lp: Mapping[str, Any]) -> tuple[bytes, list[Optional[int]], list[Any]]:
+    """The legacy shape: token strings (lossy), with or without text_offset (characters)."""
     tokens, tops = lp["tokens"], lp["top_logprobs"]
     if not isinstance(tokens, list) or not isinstance(tops, list) or len(tokens) != len(tops):
         raise ValueError("logprobs.tokens and logprobs.top_logprobs must be lists of the same length")
@@ -91,7 +104,7 @@ def _positions(text: str, lp: Mapping[str, Any]) -> tuple[bytes, list[Optional[i
     return data, offsets, tops
 
 
-class OpenAICompletionsBackend:
+class OpenAICompletionsBackend(CloudLink):
     """`base_url` with or without the trailing /v1. `vocab_map`: any VocabMap whose edge side is the edge's
     tokenizer (only that side is used); built from `edge_tokenizer` when None."""
 
@@ -101,30 +114,12 @@ class OpenAICompletionsBackend:
                  api_key: Optional[str] = None, vocab_map: Optional[VocabMap] = None, max_k: int = 20,
                  verify: Union[bool, str, ssl.SSLContext] = True, breaker: Optional[CircuitBreaker] = None,
                  extra_body: Optional[Mapping[str, Any]] = None, transport: Optional[Transport] = None) -> None:
-        self.transport = transport or Transport(base_url, api_key=api_key, verify=verify, breaker=breaker)
+        super().__init__(base_url, api_key=api_key, verify=verify, breaker=breaker, transport=transport)
         self.edge = edge_tokenizer
         self.vocab_map = vocab_map or VocabMap.between([None], edge_tokenizer, cache=False)
         self.model, self.max_k, self.extra_body = model, max_k, dict(extra_body or {})
         self._path = "/completions" if self.transport.base_url.endswith("/v1") else "/v1/completions"
         self._history = bytearray()
-
-    @property
-    def available(self) -> bool:
-        return self.transport.available
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.transport.breaker
-
-    @property
-    def stats(self) -> LinkStats:
-        return self.transport.stats
-
-    async def __aenter__(self) -> "OpenAICompletionsBackend":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
                    deadline: Optional[float] = None) -> None:
@@ -133,7 +128,7 @@ class OpenAICompletionsBackend:
 
     async def close(self) -> None:
         self._history = bytearray()
-        await self.transport.aclose()
+        await super().close()
 
     async def step(self, accepted_edge_ids: Sequence[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
                    score_edge_ids: Sequence[int] = (), score_bytes: bytes = b"",
@@ -142,7 +137,7 @@ class OpenAICompletionsBackend:
         if score_edge_ids:
             raise NotImplementedError("an OpenAI-compatible completions server cannot score an edge draft "
                                       "(can_score is False): ask for a cloud draft (n_draft) instead")
-        check_step_args(k, n_draft, (), want)
+        StepRequest(k=k, n_draft=n_draft, want=None if want is None else sorted(int(w) for w in want)).validate()
         self._history += accepted_bytes
         cut = _split_incomplete(bytes(self._history))
         prompt, tail = self._history[:cut].decode("utf-8", "replace"), bytes(self._history[cut:])
@@ -151,12 +146,10 @@ class OpenAICompletionsBackend:
         if self.model is not None:
             body["model"] = self.model
         body.update(self.extra_body)
-        t0, s = time.monotonic(), self.stats
-        c0 = (s.bytes_sent, s.bytes_received, s.requests)
+        meter = self.meter()
         draft, evidence, server_ms = await self.transport.call(
             "POST", self._path, json=body, deadline=deadline, parse=lambda r: self._read(r, k, n_draft + 1, tail))
-        return CloudStep(draft, evidence, (time.monotonic() - t0) * 1e3, s.bytes_sent - c0[0],
-                         s.bytes_received - c0[1], s.requests - c0[2], server_ms)
+        return meter.result(draft, evidence, server_ms)
 
     def _read(self, reply: Reply, k: int, max_tokens: int,
               tail: bytes) -> tuple[list[int], list[Optional[Evidence]], Optional[float]]:
@@ -183,4 +176,3 @@ class OpenAICompletionsBackend:
             r = self.vocab_map.map_strings(top)
             evidence.append(Evidence(r.ids[:k], r.logprobs[:k], r.kept) if r.ids.size else None)
         return draft, evidence, reply.server_ms()
-

@@ -22,9 +22,10 @@ Two kinds of session, fixed by how it is created:
     carry bytes; the server re-tokenizes the whole committed text in its vocabulary at each step (so token
     boundaries are those of the full text) and reuses the KV cache of the longest common token prefix.
 
-StepRequest fields (all optional): append: [ids] | append_b64: str, base: int (tokens, or bytes in a text session,
-the device believes the session holds before this append: an append sent again after a lost answer is then applied
-once; a mismatch is 409), k: 1..max_k (default 20), n_draft: 0..16
+StepRequest fields (all optional; `step_request.StepRequest` checks them, on the device and on the server):
+append: [ids] | append_b64: str, base: int (tokens, or bytes in a text session, the device believes the session
+holds before this append: an append sent again after a lost answer is then applied once; a mismatch is 409),
+k: 1..max_k (default 20), n_draft: 0..16
 (greedy cloud draft tokens), score: [ids] | score_b64: str (an edge draft, scored in one batch; excludes n_draft;
 at most 16 tokens after tokenization), want: [position indices] (the positions whose top-k the device needs; the
 others come back with no entries and cost the server no output layer; default all), fmt: "f16" | "int8". The
@@ -44,7 +45,8 @@ Step frame (little-endian):
         lps     n x f16, or n x u8 (q = round(-lp / scale))
     Entries are sorted by log-prob, descending; log-probs are the cloud's raw log-softmax (temperature 1).
 
-Vocabulary frame: magic b"FLV1" | n u32 | per token: flags u8 (bit 0 control, bit 1 end-of-generation) | len u16 | bytes.
+Vocabulary frame: magic b"FLV1" | n u32 | per token: flags u8 (bit 0 control, bit 1 end-of-generation) | len u16
+| bytes.
 """
 
 from __future__ import annotations
