@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine, Generator, Optional, Sequence, Type
 
 import numpy as np
 
-from floe_edge.cloud.client import CloudStep, CloudTimeout, Evidence, LinkStats
+from floe_edge.cloud import CloudStep, CloudTimeout, Evidence, LinkStats
 
 T = TypeVar("T")
 V = 16

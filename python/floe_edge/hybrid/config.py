@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..cloud.client import CloudBackend
+from ..cloud.link import CloudBackend
 from ..edge import EdgeModel
 from ..fusion import FusedSampler, Fuser
 from ..scheduler import DeadlineScheduler, Lead

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Union
 
-from ..cloud.client import CloudBackend
+from ..cloud.link import CloudBackend
 from ..edge import EdgeModel
 from ..fusion import FusedSampler, Fuser, FusionWeights
 from ..scheduler import DeadlineScheduler, Lead

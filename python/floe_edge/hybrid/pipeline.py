@@ -14,7 +14,7 @@ import concurrent.futures
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..cloud.client import CloudBackend, CloudStep
+from ..cloud.link import CloudBackend, CloudStep
 from ..cloud.protocol import MAX_DRAFT
 from ..scheduler import Lead
 from .clock import IOLoop

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..cloud.client import Evidence
+from ..cloud.link import Evidence
 from ..edge import EdgeModel
 from ..fusion import EdgeStats, Fuser
 
