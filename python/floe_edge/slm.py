@@ -128,7 +128,8 @@ class NativeSLM:
         return self._live().eval(arr.astype(np.int32), logits == "all", timeout_s)
 
     def cancel(self) -> None:
-        """Stop a running eval (from another thread) at the next layer."""
+        """Make the running eval raise _native.Cancelled at its next layer or, when none is running, the next eval
+        (before its first layer). Thread-safe; one cancel() stops one eval."""
         self._live().cancel()
 
     def reset(self) -> None:
