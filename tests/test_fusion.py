@@ -118,7 +118,8 @@ WEIGHTS = [FusionWeights(0.5, 0.5), FusionWeights(0.3, 0.7), FusionWeights(1.0, 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", ["loglinear", "linear"])
-@pytest.mark.parametrize("weights", WEIGHTS, ids=lambda w: f"{w.edge}-{w.cloud}-{'ad' if w.adaptive else 'st'}-{w.gate}")
+@pytest.mark.parametrize("weights", WEIGHTS,
+                         ids=lambda w: f"{w.edge}-{w.cloud}-{'ad' if w.adaptive else 'st'}-{w.gate}")
 @pytest.mark.parametrize("evidence", ["none", "sparse", "dense"])
 def test_fuse_matches_numpy(variant: str, mode: str, weights: FusionWeights, evidence: str,
                             rng: np.random.Generator) -> None:

@@ -42,34 +42,27 @@ public:
     static bool check_(py::handle) { return true; }
 };
 
-struct F32Tag {
-    static constexpr auto name = py::detail::const_name("numpy.typing.NDArray[numpy.float32]");
-};
-struct F64Tag {
-    static constexpr auto name = py::detail::const_name("numpy.typing.NDArray[numpy.float64]");
-};
-struct I32Tag {
-    static constexpr auto name = py::detail::const_name("numpy.typing.NDArray[numpy.int32]");
-};
-struct OptF32Tag {
-    static constexpr auto name = py::detail::const_name("numpy.typing.NDArray[numpy.float32] | None");
-};
-struct OptI32Tag {
-    static constexpr auto name = py::detail::const_name("numpy.typing.NDArray[numpy.int32] | None");
-};
-struct TextTag {
-    static constexpr auto name = py::detail::const_name("str | bytes");
-};
+// The names of TypedObject arguments (one struct per name: const_name needs the literal at compile time).
+#define FLOE_BIND_TYPE_NAME(Tag, text) \
+    struct Tag {                       \
+        static constexpr auto name = py::detail::const_name(text); \
+    }
+FLOE_BIND_TYPE_NAME(F32Tag, "numpy.typing.NDArray[numpy.float32]");
+FLOE_BIND_TYPE_NAME(F64Tag, "numpy.typing.NDArray[numpy.float64]");
+FLOE_BIND_TYPE_NAME(I32Tag, "numpy.typing.NDArray[numpy.int32]");
+FLOE_BIND_TYPE_NAME(OptF32Tag, "numpy.typing.NDArray[numpy.float32] | None");
+FLOE_BIND_TYPE_NAME(OptI32Tag, "numpy.typing.NDArray[numpy.int32] | None");
+FLOE_BIND_TYPE_NAME(TextTag, "str | bytes");
+FLOE_BIND_TYPE_NAME(GGUFSourceTag, "str | os.PathLike[str] | GGUFFile");
+#undef FLOE_BIND_TYPE_NAME
+
 using F32Array = TypedObject<F32Tag>;
 using F64Array = TypedObject<F64Tag>;
 using I32Array = TypedObject<I32Tag>;
-struct GGUFSourceTag {
-    static constexpr auto name = py::detail::const_name("str | os.PathLike[str] | GGUFFile");
-};
-using GGUFSource = TypedObject<GGUFSourceTag>;
 using OptF32Array = TypedObject<OptF32Tag>;  // None allowed
 using OptI32Array = TypedObject<OptI32Tag>;
 using Text = TypedObject<TextTag>;
+using GGUFSource = TypedObject<GGUFSourceTag>;
 
 }  // namespace floe::bind
 

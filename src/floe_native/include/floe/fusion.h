@@ -12,9 +12,9 @@
 // Fusion, weights (w_e, w_c):
 //   log-linear  log p_f = w_e log p_e + w_c log p_c - log Z   (the edge and cloud normalizers cancel into Z)
 //   linear      p_f = (w_e p_e + w_c p_c) / (w_e + w_c)
-// Weights are static, or adaptive per token (see fuse() in fusion.cpp for the rule): from the normalized entropies
-// of both sides, sharper when their top-1s disagree, and gated: when the edge's top probability reaches `gate`
-// the cloud is not used for the token (weights (1, 0)); edge_stats() gives the same decision before any upload.
+// Weights are static, or adaptive per token (adaptive_weights() in fusion.cpp has the rule): from the normalized
+// entropies of both sides, sharper when their top-1s disagree, and gated: when the edge's top probability reaches
+// `gate` the cloud is not used for the token (weights (1, 0)); edge_stats() gives the same decision before any upload.
 #pragma once
 #include <cstdint>
 #include <vector>
