@@ -392,6 +392,15 @@ def test_edge_only_is_edge_distribution(rng: np.random.Generator) -> None:
     assert step.cloud_top1 is None and (step.w_edge, step.w_cloud) == (1.0, 0.0)
 
 
+def test_edge_best_on_a_zero_probability_cloud_id() -> None:
+    """The edge's best token is a cloud id with probability 0, far above the rest: the sum over the other tokens must
+    not underflow (it did, relative to the edge's max: log Z = -inf and a log-prob of +inf)."""
+    x = np.array([np.nan, 0.0, 0.0, 0.0, 10000.0], np.float32)
+    step = Fuser(5, weights=(0.5, 0.5), top_k=1).fuse(x, np.array([4], np.int32), np.array([np.nan], np.float32))
+    assert step.ids.tolist() == [1]
+    np.testing.assert_allclose(step.logprobs, [np.log(1 / 3)], rtol=1e-6)
+
+
 def test_remap_topk() -> None:
     mapping = np.array([5, -1, 5, 2, 7], np.int32)
     ids = np.array([0, 1, 2, 3, 4], np.int32)

@@ -186,6 +186,29 @@ double sum_exp_outside(const Kernels& k, const float* x, int64_t n, float m, flo
     return sum + k.sum_exp(x + start, n - start, m, w, nullptr);
 }
 
+// The largest edge logit outside the cloud's ids (e's top list holds k_cloud + top_k entries, so it is there if any
+// such logit is finite), else e->max. The outside sum is taken relative to it: relative to e->max it underflows to 0
+// when the edge's best token is a cloud id far above the rest.
+float max_outside(const Dist& e, const SparseCloud& s) {
+    for (int i = 0; i < e.n; ++i)
+        if (std::find(s.ids, s.ids + s.k, e.ids[i]) == s.ids + s.k) return e.vals[i];
+    return e.max;
+}
+
+// log Z of a log-linear step with a sparse cloud: the cloud ids' terms (cand[0..sc.k), scored; sparse_candidates
+// puts them first) plus exp(w_c tail) * sum_{others} exp(w_e x). e null: edge weight 0.
+double sparse_log_z(const Kernels& k, const float* edge, int64_t V, const Dist* e, const SparseCloud& sc,
+                    Cands& cand, float we, float wc) {
+    const float m_out = e ? max_outside(*e, sc) : 0.0f;  // rest = sum_{i not a cloud id} exp(w_e (x_i - m_out))
+    const double rest = e ? sum_exp_outside(k, edge, V, m_out, we, sc) : static_cast<double>(sc.n_rest);
+    const double tail_base = sc.n_rest > 0 ? wc * sc.tail + (e ? we * static_cast<double>(m_out) : 0.0) : -kInf;
+    double m = tail_base;
+    for (int j = 0; j < sc.k; ++j) m = std::max(m, cand[j].score);
+    double z = sc.n_rest > 0 ? rest * std::exp(tail_base - m) : 0.0;
+    for (int j = 0; j < sc.k; ++j) z += std::exp(cand[j].score - m);
+    return m + std::log(z);
+}
+
 double edge_term(float x, double w) { return std::isnan(x) || x == -INFINITY ? -kInf : w * x; }
 
 }  // namespace
@@ -282,19 +305,7 @@ Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& clo
             // score = w_e x + w_c log p_c; Z = sum over the cloud ids + exp(w_c tail) * sum_{others} exp(w_e x)
             for (auto& cd_ : cand)
                 cd_.score = (use_edge ? edge_term(edge[cd_.id], we) : 0.0) + wc * cloud_lp(sc, cd_.id);
-            double log_z = NAN;
-            if (exact) {
-                double rest = static_cast<double>(sc.n_rest);  // sum_{i not a cloud id} exp(w_e (x_i - max))
-                if (use_edge) rest = sum_exp_outside(k, edge, V, e.max, we, sc);
-                const double tail_base =
-                    sc.n_rest > 0 ? wc * sc.tail + (use_edge ? we * static_cast<double>(e.max) : 0.0) : -kInf;
-                double m = tail_base;
-                for (int j = 0; j < sc.k; ++j) m = std::max(m, cand[j].score);
-                double z = sc.n_rest > 0 ? rest * std::exp(tail_base - m) : 0.0;
-                for (int j = 0; j < sc.k; ++j) z += std::exp(cand[j].score - m);
-                log_z = m + std::log(z);
-            }
-            emit(cand, c.top_k, log_z, &st);
+            emit(cand, c.top_k, exact ? sparse_log_z(k, edge, V, use_edge ? &e : nullptr, sc, cand, we, wc) : NAN, &st);
         } else {
             // p_f = w_e p_e + w_c p_c, exactly normalized: log Z = 0
             for (auto& cd_ : cand) {
