@@ -118,7 +118,8 @@ WEIGHTS = [FusionWeights(0.5, 0.5), FusionWeights(0.3, 0.7), FusionWeights(1.0, 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", ["loglinear", "linear"])
-@pytest.mark.parametrize("weights", WEIGHTS, ids=lambda w: f"{w.edge}-{w.cloud}-{'ad' if w.adaptive else 'st'}-{w.gate}")
+@pytest.mark.parametrize("weights", WEIGHTS,
+                         ids=lambda w: f"{w.edge}-{w.cloud}-{'ad' if w.adaptive else 'st'}-{w.gate}")
 @pytest.mark.parametrize("evidence", ["none", "sparse", "dense"])
 def test_fuse_matches_numpy(variant: str, mode: str, weights: FusionWeights, evidence: str,
                             rng: np.random.Generator) -> None:
@@ -389,6 +390,15 @@ def test_edge_only_is_edge_distribution(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(step.ids, np.argsort(-x, kind="stable")[:64])
     np.testing.assert_allclose(step.logprobs, want[step.ids], atol=1e-5)
     assert step.cloud_top1 is None and (step.w_edge, step.w_cloud) == (1.0, 0.0)
+
+
+def test_edge_best_on_a_zero_probability_cloud_id() -> None:
+    """The edge's best token is a cloud id with probability 0, far above the rest: the sum over the other tokens must
+    not underflow (it did, relative to the edge's max: log Z = -inf and a log-prob of +inf)."""
+    x = np.array([np.nan, 0.0, 0.0, 0.0, 10000.0], np.float32)
+    step = Fuser(5, weights=(0.5, 0.5), top_k=1).fuse(x, np.array([4], np.int32), np.array([np.nan], np.float32))
+    assert step.ids.tolist() == [1]
+    np.testing.assert_allclose(step.logprobs, [np.log(1 / 3)], rtol=1e-6)
 
 
 def test_remap_topk() -> None:

@@ -146,6 +146,17 @@ def test_deadline_and_cancel(slm: NativeSLM) -> None:
     assert slm.n_past == 0
 
 
+def test_cancel_before_eval_is_not_lost(slm: NativeSLM) -> None:
+    """A cancel() that comes before the eval starts (it raced the start) stops that eval, and only that one."""
+    slm.reset()
+    slm.cancel()
+    with pytest.raises(floe_edge.Cancelled):
+        slm.eval([100, 101, 102])
+    assert slm.n_past == 0
+    slm.eval([100, 101, 102])  # the cancel was consumed
+    assert slm.n_past == 3
+
+
 def test_bad_models_raise_clear_errors(tmp_path: Path) -> None:
     gguf = pytest.importorskip("gguf")
     path = tmp_path / "gpt2.gguf"

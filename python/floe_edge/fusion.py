@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from .sampling import recent_tokens
 
 __all__ = [
     "PRESETS",
@@ -187,7 +188,8 @@ class Fuser:
 class FusedSampler:
     """Sampling on a fused top-k, in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature;
     temperature 0 is greedy. The repetition penalty applies to tokens among the last ``repeat_last_n`` of the
-    history: a log-prob s (<= 0) becomes ``s * penalty``. Random numbers come from xoshiro256** seeded through
+    history (0: off), by the rule of :func:`floe_edge.sampling.apply_repeat_penalty` (the same native routine): a
+    log-prob s (<= 0) becomes ``s * penalty``. Random numbers come from xoshiro256** seeded through
     splitmix64, so a seed gives the same draws on every platform (seed None: a random seed)."""
 
     temperature: float = 0.0
@@ -209,9 +211,7 @@ class FusedSampler:
                                              self.repeat_penalty, seed)
 
     def sample(self, fused: FusedStep, history: Sequence[int] = ()) -> FusedToken:
-        recent = None
-        if self.repeat_penalty != 1.0 and len(history) and self.repeat_last_n:
-            recent = np.asarray(list(history)[-self.repeat_last_n:], dtype=np.int32)
+        recent = recent_tokens(history, self.repeat_last_n) if self.repeat_penalty != 1.0 else None
         token, logprob = self._impl.sample(fused.ids, fused.logprobs, recent)
         return FusedToken(token, logprob, fused)
 
@@ -233,7 +233,9 @@ def topk(x: npt.NDArray[np.float32], k: int, variant: Optional[str] = None
 
 def remap_topk(ids: npt.NDArray[np.int32], logprobs: npt.NDArray[np.float32], mapping: npt.NDArray[np.int32]
                ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """Cloud top-k ids mapped into the edge vocabulary through ``mapping`` (cloud id -> edge id, -1: none).
-    Unmapped, absent (<= -9999, -inf) and NaN entries are dropped, entries landing on the same edge id merged by
-    log-sum-exp; the result is sorted as a FusedStep and can be passed to :meth:`Fuser.fuse` as it is."""
+    """Cloud top-k ids mapped into the edge vocabulary through ``mapping`` (cloud id -> edge id, -1: none), by the
+    rule of :meth:`floe_edge.vocab_map.VocabMap.remap` (``mapping`` is its ``table``), natively: unmapped and absent
+    (<= -9999, -inf) entries are dropped, entries landing on the same edge id merged by log-sum-exp; NaN, a
+    log-prob above 1e-3 (up to it: rounding, counted as 0) or a top-k claiming a probability above 1.01 is a
+    ValueError. The result is sorted as a FusedStep and can be passed to :meth:`Fuser.fuse` as it is."""
     return _native.remap_topk(ids, logprobs, mapping)

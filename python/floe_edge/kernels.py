@@ -82,28 +82,14 @@ def dequantize(buf: npt.NDArray[np.uint8], qtype: QType, n: int) -> npt.NDArray[
     return _native.dequantize(buf, qtype, n)
 
 
-def matvec(
-    w_buf: npt.NDArray[np.uint8],
-    qtype: QType,
-    rows: int,
-    cols: int,
-    x: npt.NDArray[np.float32],
-    variant: Optional[str] = None,
-    threads: int = 1,
-) -> npt.NDArray[np.float32]:
+def matvec(w_buf: npt.NDArray[np.uint8], qtype: QType, rows: int, cols: int, x: npt.NDArray[np.float32],
+           variant: Optional[str] = None, threads: int = 1) -> npt.NDArray[np.float32]:
     """y[rows] = W[rows, cols] @ x, activations quantized once as ggml does (q8_0, or q8_1 for q4_1)."""
     return _native.matvec(w_buf, qtype, rows, cols, x, variant, threads)
 
 
-def matmul(
-    w_buf: npt.NDArray[np.uint8],
-    qtype: QType,
-    rows: int,
-    cols: int,
-    x: npt.NDArray[np.float32],
-    variant: Optional[str] = None,
-    threads: int = 1,
-) -> npt.NDArray[np.float32]:
+def matmul(w_buf: npt.NDArray[np.uint8], qtype: QType, rows: int, cols: int, x: npt.NDArray[np.float32],
+           variant: Optional[str] = None, threads: int = 1) -> npt.NDArray[np.float32]:
     """Y[n, rows] = X[n, cols] @ W.T for n activation rows (prefill, chunk verification)."""
     return _native.matmul(w_buf, qtype, rows, cols, x, variant, threads)
 

@@ -8,7 +8,9 @@ from typing import Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Sampler", "log_softmax"]
+from . import _native
+
+__all__ = ["Sampler", "apply_repeat_penalty", "log_softmax", "recent_tokens"]
 
 
 def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -17,10 +19,27 @@ def log_softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return x - np.log(np.exp(x).sum())
 
 
+def recent_tokens(history: Sequence[int], last_n: int) -> Optional[npt.NDArray[np.int32]]:
+    """The last ``last_n`` tokens of history, the ones a repetition penalty applies to (None when there are none:
+    an empty history or last_n 0)."""
+    if last_n <= 0 or not len(history):
+        return None
+    return np.asarray(list(history)[-last_n:], dtype=np.int32)
+
+
+def apply_repeat_penalty(scores: npt.NDArray[np.float64], recent: npt.NDArray[np.int32], penalty: float,
+                         ids: Optional[npt.NDArray[np.int32]] = None) -> None:
+    """llama.cpp's repetition penalty, in place, on the scores of the distinct tokens in ``recent``: a positive
+    score is divided by ``penalty``, any other multiplied by it. ``scores[i]`` is token ``ids[i]``'s score, or token
+    ``i``'s without ids. The native routine :class:`FusedSampler <floe_edge.fusion.FusedSampler>` applies too."""
+    _native.apply_repeat_penalty(scores, recent, penalty, ids)
+
+
 @dataclass
 class Sampler:
     """Sampling settings; temperature 0 means greedy. The order of the filters follows llama.cpp's default chain:
-    repetition penalty, top-k, top-p, min-p, temperature."""
+    repetition penalty (:func:`apply_repeat_penalty` on the logits of the last ``repeat_last_n`` tokens of the
+    history; 0: off), top-k, top-p, min-p, temperature."""
 
     temperature: float = 0.0
     top_k: int = 0  # 0: off
@@ -36,13 +55,15 @@ class Sampler:
             raise ValueError("need temperature >= 0, 0 < top_p <= 1, 0 <= min_p < 1, top_k >= 0")
         if self.repeat_penalty <= 0:
             raise ValueError("repeat_penalty must be positive")
+        if self.repeat_last_n < 0:
+            raise ValueError("repeat_last_n must be >= 0")
         self._rng = np.random.default_rng(self.seed)
 
     def __call__(self, logits: npt.NDArray[np.float32], history: Sequence[int] = ()) -> int:
-        x = logits.astype(np.float64).copy()
-        if self.repeat_penalty != 1.0 and history:
-            recent = np.unique(np.asarray(history[-self.repeat_last_n:], dtype=np.int64))
-            x[recent] = np.where(x[recent] > 0, x[recent] / self.repeat_penalty, x[recent] * self.repeat_penalty)
+        x = np.array(logits, dtype=np.float64, order="C")  # a copy
+        recent = recent_tokens(history, self.repeat_last_n) if self.repeat_penalty != 1.0 else None
+        if recent is not None:
+            apply_repeat_penalty(x, recent, self.repeat_penalty)
         if self.temperature == 0.0:
             return int(np.argmax(x))
         order = np.argsort(-x, kind="stable")

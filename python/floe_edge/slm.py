@@ -53,8 +53,9 @@ class NativeSLM:
     def __init__(self, path: Union[str, os.PathLike], threads: int = 1, n_ctx: int = 2048,
                  variant: Optional[str] = None) -> None:
         self.path = Path(path)
-        self._model = _native.Model(str(self.path))
-        self._decoder = _native.Decoder(self._model, n_ctx=n_ctx, threads=threads, variant=variant)
+        self._model: Optional[_native.Model] = _native.Model(str(self.path))
+        self._decoder: Optional[_native.Decoder] = _native.Decoder(self._model, n_ctx=n_ctx, threads=threads,
+                                                                   variant=variant)
         self._tokenizer = _native.Tokenizer.from_gguf(str(self.path))
         self._config: dict[str, object] = dict(self._model.config)
         self._metadata: Optional[dict[str, object]] = None
@@ -135,7 +136,8 @@ class NativeSLM:
         return self._live().eval(arr.astype(np.int32), logits == "all", timeout_s)
 
     def cancel(self) -> None:
-        """Stop a running eval (from another thread) at the next layer."""
+        """Make the running eval raise _native.Cancelled at its next layer or, when none is running, the next eval
+        (before its first layer). Thread-safe; one cancel() stops one eval."""
         self._live().cancel()
 
     def reset(self) -> None:

@@ -1,4 +1,5 @@
-// Python bindings of fusion.h: Fuser (config + scratch), FusionSampler (params + RNG), log_softmax, remap_topk.
+// Python bindings of fusion.h: Fuser (config + scratch), FusionSampler (params + RNG), log_softmax, logsumexp, topk,
+// remap_topk, apply_repeat_penalty.
 // Arrays are read in place: float32 / int32, C-contiguous, 1-D, the right length; anything else raises TypeError
 // (not an ndarray, wrong dtype) or ValueError (layout, size) instead of being copied. The GIL is released during
 // every pass over the vocabulary.
@@ -6,20 +7,31 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <climits>
+#include <cmath>
 #include <mutex>
 #include <optional>
 #include <string>
 
+#include "bind_common.h"
 #include "floe/fusion.h"
 #include "floe/kernels.h"
 
 namespace py = pybind11;
 using namespace floe;
+using bind::F32Array;
+using bind::F64Array;
+using bind::I32Array;
+using bind::OptF32Array;
+using bind::OptI32Array;
+using bind::pick_variant;
+using bind::to_array;
 
 namespace {
 
+// The checked array behind o (see the file comment); size (if given) receives its length.
 template <typename T>
-const T* view(const py::object& o, const char* what, const char* dtype, int64_t want = -1, int64_t* size = nullptr) {
+py::array checked_array(const py::object& o, const char* what, const char* dtype, int64_t want, int64_t* size) {
     if (!py::isinstance<py::array>(o))
         throw py::type_error(std::string(what) + " must be a numpy " + dtype + " array, got " +
                              std::string(py::str(py::type::of(o).attr("__name__"))));
@@ -33,30 +45,30 @@ const T* view(const py::object& o, const char* what, const char* dtype, int64_t 
         throw std::invalid_argument(std::string(what) + " has " + std::to_string(a.size()) + " elements, expected " +
                                     std::to_string(want));
     if (size) *size = a.size();
-    return static_cast<const T*>(a.data());
-}
-
-const Kernels& variant_or_active(const std::optional<std::string>& name) {
-    if (!name) return active_kernels();
-    if (const Kernels* k = find_variant(name->c_str())) return *k;
-    throw std::invalid_argument("variant '" + *name + "' is not available on this CPU");
+    return a;
 }
 
 template <typename T>
-py::array_t<T> to_array(const T* p, int n) {
-    py::array_t<T> a(n);
-    std::copy(p, p + n, a.mutable_data());
-    return a;
+const T* view(const py::object& o, const char* what, const char* dtype, int64_t want = -1, int64_t* size = nullptr) {
+    return static_cast<const T*>(checked_array<T>(o, what, dtype, want, size).data());
+}
+
+template <typename T>
+T* mutable_view(const py::object& o, const char* what, const char* dtype, int64_t* size) {
+    py::array a = checked_array<T>(o, what, dtype, -1, size);
+    if (!a.writeable()) throw std::invalid_argument(std::string(what) + " must be writeable");
+    return static_cast<T*>(a.mutable_data());
 }
 
 class PyFuser {
 public:
     PyFuser(const fusion::Config& c, const std::optional<std::string>& variant)
-        : cfg_(c), k_(&variant_or_active(variant)) {
+        : cfg_(c), k_(&pick_variant(variant)) {
         fusion::validate(cfg_);
     }
 
-    py::tuple fuse(const py::object& edge, const py::object& ids, const py::object& lps, const py::object& dense) {
+    // make_tuple's result is typed (pybind11 >= 3): the generated stub names every element.
+    auto fuse(const F32Array& edge, const OptI32Array& ids, const OptF32Array& lps, const OptF32Array& dense) {
         const float* e = view<float>(edge, "edge_logits", "float32", cfg_.n_vocab);
         fusion::Cloud cl;
         if (!ids.is_none() || !lps.is_none()) {
@@ -81,7 +93,7 @@ public:
                               st.normalized, st.edge_top1, st.cloud_top1, st.edge_entropy, st.cloud_entropy);
     }
 
-    py::tuple edge_stats(const py::object& edge) {
+    auto edge_stats(const F32Array& edge) {
         const float* e = view<float>(edge, "edge_logits", "float32", cfg_.n_vocab);
         fusion::EdgeStats s;
         {
@@ -105,7 +117,7 @@ class PySampler {
 public:
     PySampler(const fusion::SampleParams& p, uint64_t seed) : p_(p), rng_(seed) { fusion::validate(p_); }
 
-    py::tuple sample(const py::object& ids, const py::object& lps, const py::object& recent) {
+    auto sample(const I32Array& ids, const F32Array& lps, const OptI32Array& recent) {
         int64_t n = 0, n_recent = 0;
         const int32_t* ip = view<int32_t>(ids, "ids", "int32", -1, &n);
         const float* lp = view<float>(lps, "logprobs", "float32", n);
@@ -148,16 +160,17 @@ void bind_fusion(py::module_& m) {
              }),
              py::arg("n_vocab"), py::arg("mode"), py::arg("w_edge"), py::arg("w_cloud"), py::arg("adaptive"),
              py::arg("gate"), py::arg("disagree_power"), py::arg("min_weight"), py::arg("tail_floor"),
-             py::arg("top_k"), py::arg("normalize"), py::arg("variant") = py::none())
+             py::arg("top_k"), py::arg("normalize"), py::arg("variant") = py::none(),
+             "A fusion step for n_vocab tokens with these settings (floe_edge.fusion.Fuser documents them).")
         .def("fuse", &PyFuser::fuse, py::arg("edge_logits"), py::arg("cloud_ids") = py::none(),
              py::arg("cloud_logprobs") = py::none(), py::arg("cloud_dense") = py::none(),
              "-> (ids, logprobs, w_edge, w_cloud, gated, normalized, edge_top1, cloud_top1, edge_entropy, "
              "cloud_entropy)")
         .def("edge_stats", &PyFuser::edge_stats, py::arg("edge_logits"),
              "-> (top1, max_prob, entropy, needs_cloud)")
-        .def_property_readonly("variant", &PyFuser::variant);
+        .def_property_readonly("variant", &PyFuser::variant, "The kernel variant the fusion passes run on.");
 
-    py::class_<PySampler>(m, "FusionSampler", "Seeded sampler over a fused top-k (see floe_edge.fusion.Sampler).")
+    py::class_<PySampler>(m, "FusionSampler", "Seeded sampler over a fused top-k (see floe_edge.fusion.FusedSampler).")
         .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repeat_penalty, uint64_t seed) {
                  fusion::SampleParams p;
                  p.temperature = temperature, p.top_k = top_k, p.top_p = top_p, p.min_p = min_p;
@@ -165,33 +178,33 @@ void bind_fusion(py::module_& m) {
                  return std::make_unique<PySampler>(p, seed);
              }),
              py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"), py::arg("repeat_penalty"),
-             py::arg("seed"))
+             py::arg("seed"), "A sampler with these settings and an xoshiro256** stream seeded with seed.")
         .def("sample", &PySampler::sample, py::arg("ids"), py::arg("logprobs"), py::arg("recent") = py::none(),
-             "-> (token, fused log-prob)")
-        .def_property_readonly("rng_state", &PySampler::state);
+             "-> (token, fused log-prob); recent: tokens the repetition penalty applies to.")
+        .def_property_readonly("rng_state", &PySampler::state, "The four 64-bit words of the generator's state.");
 
-    m.def("log_softmax", [](const py::object& x, const std::optional<std::string>& variant) {
+    m.def("log_softmax", [](const F32Array& x, const std::optional<std::string>& variant) {
         int64_t n = 0;
         const float* xp = view<float>(x, "x", "float32", -1, &n);
-        const Kernels& k = variant_or_active(variant);
+        const Kernels& k = pick_variant(variant);
         py::array_t<float> out(n);
         float* op = out.mutable_data();
         py::gil_scoped_release release;
         fusion::log_softmax(k, xp, op, n);
         return out;
-    }, py::arg("x"), py::arg("variant") = py::none());
-    m.def("logsumexp", [](const py::object& x, const std::optional<std::string>& variant) {
+    }, py::arg("x"), py::arg("variant") = py::none(), "x - logsumexp(x) (NaN counts as -inf).");
+    m.def("logsumexp", [](const F32Array& x, const std::optional<std::string>& variant) {
         int64_t n = 0;
         const float* xp = view<float>(x, "x", "float32", -1, &n);
-        const Kernels& k = variant_or_active(variant);
+        const Kernels& k = pick_variant(variant);
         py::gil_scoped_release release;
         return fusion::logsumexp(k, xp, n);
-    }, py::arg("x"), py::arg("variant") = py::none());
-    m.def("topk", [](const py::object& x, int k, const std::optional<std::string>& variant) {
+    }, py::arg("x"), py::arg("variant") = py::none(), "log(sum(exp(x))) (NaN counts as -inf).");
+    m.def("topk", [](const F32Array& x, int k, const std::optional<std::string>& variant) {
         int64_t n = 0;
         const float* xp = view<float>(x, "x", "float32", -1, &n);
         if (k < 1 || k > kMaxTopK) throw std::invalid_argument("k must be in 1..128");
-        const Kernels& kv = variant_or_active(variant);
+        const Kernels& kv = pick_variant(variant);
         int32_t ids[kMaxTopK];
         float vals[kMaxTopK];
         int got;
@@ -200,8 +213,9 @@ void bind_fusion(py::module_& m) {
             got = kv.topk(xp, n, k, ids, vals);
         }
         return py::make_tuple(to_array(ids, got), to_array(vals, got));
-    }, py::arg("x"), py::arg("k"), py::arg("variant") = py::none());
-    m.def("remap_topk", [](const py::object& ids, const py::object& lps, const py::object& map) {
+    }, py::arg("x"), py::arg("k"), py::arg("variant") = py::none(),
+          "-> (ids, values): the k (1..128) largest values, descending, ties to the lower index.");
+    m.def("remap_topk", [](const I32Array& ids, const F32Array& lps, const I32Array& map) {
         int64_t k = 0, map_len = 0;
         const int32_t* ip = view<int32_t>(ids, "ids", "int32", -1, &k);
         const float* lp = view<float>(lps, "logprobs", "float32", k);
@@ -211,5 +225,20 @@ void bind_fusion(py::module_& m) {
         float ol[fusion::kMaxK];
         const int n = fusion::remap_topk(ip, lp, static_cast<int>(k), mp, map_len, oi, ol);
         return py::make_tuple(to_array(oi, n), to_array(ol, n));
-    }, py::arg("ids"), py::arg("logprobs"), py::arg("map"));
+    }, py::arg("ids"), py::arg("logprobs"), py::arg("map"),
+          "-> (edge ids, log-probs): a cloud top-k mapped through map (cloud id -> edge id or -1), by the rule of "
+          "floe_edge.vocab_map.VocabMap.remap (ValueError on NaN, positive log-probs or a mass above 1).");
+    m.def("apply_repeat_penalty", [](const F64Array& scores, const I32Array& recent, double penalty,
+                                     const OptI32Array& ids) {
+        int64_t n = 0, n_recent = 0;
+        double* sp = mutable_view<double>(scores, "scores", "float64", &n);
+        const int32_t* rp = view<int32_t>(recent, "recent", "int32", -1, &n_recent);
+        const int32_t* ip = ids.is_none() ? nullptr : view<int32_t>(ids, "ids", "int32", n);
+        if (!(penalty > 0) || !std::isfinite(penalty)) throw std::invalid_argument("penalty must be > 0");
+        if (n_recent > INT32_MAX) throw std::invalid_argument("recent is too long");
+        fusion::apply_repeat_penalty(sp, ip, n, rp, static_cast<int>(n_recent), penalty);
+    }, py::arg("scores"), py::arg("recent"), py::arg("penalty"), py::arg("ids") = py::none(),
+          "In place, llama.cpp's repetition penalty on the scores of the distinct tokens in recent: a positive "
+          "score / penalty, any other * penalty. scores[i] belongs to token ids[i], or to token i without ids "
+          "(a recent id outside the vocabulary is then a ValueError). The rule FusionSampler.sample applies.");
 }

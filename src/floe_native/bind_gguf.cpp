@@ -2,9 +2,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <memory>
 
+#include "bind_common.h"
 #include "floe/gguf.h"
 
 namespace py = pybind11;
@@ -46,21 +48,14 @@ py::dict tensor_info(const GGUFTensor& t) {
 }  // namespace
 
 void bind_gguf(py::module_& m) {
-    static py::exception<GGUFError> gguf_error(m, "GGUFError", PyExc_ValueError);
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const GGUFError& e) {
-            py::set_error(gguf_error, e.what());
-        }
-    });
+    py::register_exception<GGUFError>(m, "GGUFError", PyExc_ValueError);
 
     py::class_<GGUFFile, std::shared_ptr<GGUFFile>>(m, "GGUFFile", "A validated, memory-mapped GGUF file.")
         .def(py::init([](const std::string& path) {
                  py::gil_scoped_release release;
                  return std::make_shared<GGUFFile>(path);
              }),
-             py::arg("path"))
+             py::arg("path"), "Open and validate a GGUF file (GGUFError when it is malformed).")
         .def_static("from_bytes", [](py::bytes data) {
             // Parse a copy that lives as long as the returned object (used by tests and the fuzz target).
             auto holder = std::make_shared<std::string>(data);
@@ -68,20 +63,20 @@ void bind_gguf(py::module_& m) {
                 new GGUFFile(reinterpret_cast<const uint8_t*>(holder->data()), holder->size()),
                 [holder](GGUFFile* f) { delete f; });
             return file;
-        }, py::arg("data"))
-        .def_property_readonly("version", &GGUFFile::version)
-        .def_property_readonly("alignment", &GGUFFile::alignment)
-        .def_property_readonly("file_size", &GGUFFile::file_size)
+        }, py::arg("data"), "Parse a GGUF image held in memory (a copy is kept).")
+        .def_property_readonly("version", &GGUFFile::version, "GGUF format version.")
+        .def_property_readonly("alignment", &GGUFFile::alignment, "Alignment of the tensor data, in bytes.")
+        .def_property_readonly("file_size", &GGUFFile::file_size, "Size of the file, in bytes.")
         .def_property_readonly("metadata", [](const GGUFFile& f) {
-            py::dict d;
+            py::typing::Dict<py::str, py::object> d;
             for (const auto& [key, value] : f.metadata()) d[py::str(key)] = to_python(value);
             return d;
-        })
+        }, "Metadata key -> value (int, float, bool, str, bytes when not UTF-8, or a list of them).")
         .def_property_readonly("tensors", [](const GGUFFile& f) {
-            py::list out;
+            py::typing::List<py::typing::Dict<py::str, py::object>> out;
             for (const GGUFTensor& t : f.tensors()) out.append(tensor_info(t));
             return out;
-        })
+        }, "Tensor infos: dicts with name, type, shape (ggml order), offset and nbytes.")
         .def("tensor_data", [](py::object self, const std::string& name) {
             const GGUFFile& f = self.cast<const GGUFFile&>();
             const GGUFTensor* t = f.find_tensor(name);

@@ -2,10 +2,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <chrono>
 #include <optional>
 
+#include "bind_common.h"
 #include "floe/decoder.h"
 #include "floe/model.h"
 
@@ -14,7 +16,9 @@ using namespace floe;
 
 namespace {
 
-// Decoder plus the cancel flag Python can raise from another thread.
+// Decoder plus the cancel flag Python can raise from another thread. A cancel() is consumed by an eval: the one
+// running, or else the next one (which then raises Cancelled before its first layer). Every eval clears the flag
+// when it ends, however it ends, so a cancel is never lost to an eval starting and never outlives the eval it hit.
 struct PyDecoder {
     PyDecoder(std::shared_ptr<const Model> m, int n_ctx, int threads, const Kernels& k)
         : decoder(std::move(m), n_ctx, threads, k) {}
@@ -22,77 +26,76 @@ struct PyDecoder {
     std::atomic<bool> cancel{false};
 };
 
-const Kernels& variant_or_active(const std::optional<std::string>& name) {
-    if (!name) return active_kernels();
-    if (const Kernels* k = find_variant(name->c_str())) return *k;
-    throw std::invalid_argument("variant '" + *name + "' is not available on this CPU");
+// Clears the cancel flag when an eval ends (returns or throws).
+struct ClearOnExit {
+    std::atomic<bool>& flag;
+    ~ClearOnExit() { flag.store(false); }
+};
+
+py::array_t<float> eval(PyDecoder& d, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens,
+                        bool all_logits, std::optional<double> timeout_s) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D sequence of ids");
+    const int n = static_cast<int>(tokens.size());
+    if (n < 1) throw std::invalid_argument("eval needs at least one token");
+    const int vocab = d.decoder.config().n_vocab;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({n, vocab}) : py::array_t<float>(vocab);
+    int64_t deadline = 0;
+    if (timeout_s) {
+        const auto now = std::chrono::steady_clock::now().time_since_epoch();
+        deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count() +
+                   static_cast<int64_t>(*timeout_s * 1e9);
+    }
+    const int32_t* ids = tokens.data();
+    float* out = logits.mutable_data();
+    ClearOnExit clear{d.cancel};
+    py::gil_scoped_release release;
+    d.decoder.eval(ids, n, out, all_logits, &d.cancel, deadline);
+    return logits;
 }
 
 }  // namespace
 
 void bind_model(py::module_& m) {
-    static py::exception<ModelError> model_error(m, "ModelError", PyExc_ValueError);
-    static py::exception<ContextFull> context_full(m, "ContextOverflowError", PyExc_ValueError);
-    static py::exception<Cancelled> cancelled(m, "Cancelled", PyExc_TimeoutError);
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const ModelError& e) {
-            py::set_error(model_error, e.what());
-        } catch (const ContextFull& e) {
-            py::set_error(context_full, e.what());
-        } catch (const Cancelled& e) {
-            py::set_error(cancelled, e.what());
-        }
-    });
+    py::register_exception<ModelError>(m, "ModelError", PyExc_ValueError);
+    py::register_exception<ContextFull>(m, "ContextOverflowError", PyExc_ValueError);
+    py::register_exception<Cancelled>(m, "Cancelled", PyExc_TimeoutError);
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A llama-architecture GGUF model, weights used in place.")
         .def(py::init([](const std::string& path) {
                  py::gil_scoped_release release;
                  return std::make_shared<Model>(path);
              }),
-             py::arg("path"))
+             py::arg("path"), "Load and validate a GGUF model (ModelError when unsupported).")
         .def_property_readonly("config", [](const Model& model) {
             const ModelConfig& c = model.config();
-            py::dict d;
+            py::typing::Dict<py::str, py::object> d;
             d["arch"] = c.arch, d["n_layers"] = c.n_layers, d["dim"] = c.dim, d["n_heads"] = c.n_heads;
             d["n_kv_heads"] = c.n_kv_heads, d["head_dim"] = c.head_dim, d["ffn_dim"] = c.ffn_dim;
             d["n_vocab"] = c.n_vocab, d["n_ctx_train"] = c.n_ctx_train, d["rms_eps"] = c.rms_eps;
             d["rope_base"] = c.rope_base;
             return d;
-        })
-        .def_property_readonly("file_size", [](const Model& model) { return model.file().file_size(); });
+        }, "Hyperparameters: arch, n_layers, dim, n_heads, n_kv_heads, head_dim, ffn_dim, n_vocab, ...")
+        .def_property_readonly("file_size", [](const Model& model) { return model.file().file_size(); },
+                               "Size of the GGUF file, in bytes.");
 
     py::class_<PyDecoder>(m, "Decoder", "Forward pass with a KV cache over a thread pool.")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int threads, const std::optional<std::string>& v) {
-                 return std::make_unique<PyDecoder>(std::move(model), n_ctx, threads, variant_or_active(v));
+                 return std::make_unique<PyDecoder>(std::move(model), n_ctx, threads, bind::pick_variant(v));
              }),
-             py::arg("model"), py::arg("n_ctx") = 2048, py::arg("threads") = 1, py::arg("variant") = py::none())
-        .def_property_readonly("n_past", [](const PyDecoder& d) { return d.decoder.n_past(); })
-        .def_property_readonly("n_ctx", [](const PyDecoder& d) { return d.decoder.n_ctx(); })
-        .def_property_readonly("n_threads", [](const PyDecoder& d) { return d.decoder.n_threads(); })
-        .def("eval", [](PyDecoder& d, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                        bool all_logits, std::optional<double> timeout_s) {
-            if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D sequence of ids");
-            const int n = static_cast<int>(tokens.size());
-            if (n < 1) throw std::invalid_argument("eval needs at least one token");
-            const int vocab = d.decoder.config().n_vocab;
-            py::array_t<float> logits = all_logits ? py::array_t<float>({n, vocab}) : py::array_t<float>(vocab);
-            int64_t deadline = 0;
-            if (timeout_s) {
-                const auto now = std::chrono::steady_clock::now().time_since_epoch();
-                deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count() +
-                           static_cast<int64_t>(*timeout_s * 1e9);
-            }
-            const int32_t* ids = tokens.data();
-            float* out = logits.mutable_data();
-            d.cancel.store(false);
-            py::gil_scoped_release release;
-            d.decoder.eval(ids, n, out, all_logits, &d.cancel, deadline);
-            return logits;
-        }, py::arg("tokens"), py::arg("all_logits") = true, py::arg("timeout_s") = py::none(),
-           "Evaluate tokens after the cached ones; logits of every position (n, n_vocab) or of the last (n_vocab,).")
-        .def("cancel", [](PyDecoder& d) { d.cancel.store(true); }, "Stop a running eval at the next layer (thread-safe).")
-        .def("truncate", [](PyDecoder& d, int n_past) { d.decoder.truncate(n_past); }, py::arg("n_past"))
-        .def("reset", [](PyDecoder& d) { d.decoder.truncate(0); });
+             py::arg("model"), py::arg("n_ctx") = 2048, py::arg("threads") = 1, py::arg("variant") = py::none(),
+             "A decoder with an empty KV cache of n_ctx positions, running on `threads` threads.")
+        .def_property_readonly("n_past", [](const PyDecoder& d) { return d.decoder.n_past(); }, "Cached positions.")
+        .def_property_readonly("n_ctx", [](const PyDecoder& d) { return d.decoder.n_ctx(); }, "Context size.")
+        .def_property_readonly("n_threads", [](const PyDecoder& d) { return d.decoder.n_threads(); },
+                               "Threads of the pool.")
+        .def("eval", &eval, py::arg("tokens"), py::arg("all_logits") = true, py::arg("timeout_s") = py::none(),
+             "Evaluate tokens after the cached ones; logits of every position (n, n_vocab) or of the last (n_vocab,). "
+             "Raises Cancelled (cache unchanged) on cancel() or when timeout_s passes, ContextOverflowError when the "
+             "tokens do not fit.")
+        .def("cancel", [](PyDecoder& d) { d.cancel.store(true); },
+             "Make the running eval raise Cancelled at its next layer, or the next eval if none is running "
+             "(thread-safe; consumed by that eval).")
+        .def("truncate", [](PyDecoder& d, int n_past) { d.decoder.truncate(n_past); }, py::arg("n_past"),
+             "Forget the cached positions from n_past on (0 <= n_past <= self.n_past).")
+        .def("reset", [](PyDecoder& d) { d.decoder.truncate(0); }, "Empty the KV cache.");
 }

@@ -3,11 +3,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "bind_common.h"
 #include "floe/gguf.h"
 #include "floe/tokenizer.h"
 #include "floe/unicode.h"
@@ -45,7 +48,9 @@ std::vector<int32_t> checked_ids(const Tokenizer& tok, const std::vector<int64_t
     return out;
 }
 
-py::object optional_id(int32_t id) { return id == Tokenizer::kNoToken ? py::object(py::none()) : py::int_(id); }
+std::optional<int32_t> optional_id(int32_t id) {
+    return id == Tokenizer::kNoToken ? std::nullopt : std::optional<int32_t>(id);
+}
 
 py::str decode_replace(const std::string& bytes) {
     PyObject* s = PyUnicode_DecodeUTF8(bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "replace");
@@ -53,7 +58,7 @@ py::str decode_replace(const std::string& bytes) {
     return py::reinterpret_steal<py::str>(s);
 }
 
-std::shared_ptr<Tokenizer> from_gguf(const py::object& source) {
+std::shared_ptr<Tokenizer> from_gguf(const bind::GGUFSource& source) {
     if (py::isinstance<GGUFFile>(source)) {
         const GGUFFile& file = source.cast<const GGUFFile&>();
         py::gil_scoped_release release;
@@ -74,7 +79,7 @@ void bind_tokenizer(py::module_& m) {
                     "Build from a GGUF path or an open GGUFFile (only the tokenizer.* metadata is read).")
         .def(
             "tokenize",
-            [](const Tokenizer& t, const py::object& text, bool add_bos, bool special) {
+            [](const Tokenizer& t, const bind::Text& text, bool add_bos, bool special) {
                 const std::string bytes = text_bytes(text);
                 py::gil_scoped_release release;
                 return t.tokenize(bytes, add_bos, special);
@@ -105,15 +110,15 @@ void bind_tokenizer(py::module_& m) {
         .def(
             "is_control",
             [](const Tokenizer& t, int64_t id) { return (t.token_attr(checked_id(t, id)) & kAttrControl) != 0; },
-            py::arg("id"))
+            py::arg("id"), "True if the token is a control token.")
         .def(
             "is_eog", [](const Tokenizer& t, int64_t id) { return t.is_eog(checked_id(t, id)); }, py::arg("id"),
             "True if the token ends generation (as llama.cpp's llama_vocab_is_eog).")
         .def(
             "_split_words",
-            [](const Tokenizer& t, const py::object& text) {
+            [](const Tokenizer& t, const bind::Text& text) {
                 const Words w = PreTokenizer(t.pre()).split(text_bytes(text));
-                py::list out;
+                py::typing::List<py::bytes> out;
                 size_t begin = 0;
                 for (size_t end : w.ends) {
                     out.append(py::bytes(w.text.substr(begin, end - begin)));
@@ -122,11 +127,11 @@ void bind_tokenizer(py::module_& m) {
                 return out;
             },
             py::arg("text"), "Pre-tokenizer words of raw text (no special-token handling); for debugging.")
-        .def_property_readonly("n_vocab", &Tokenizer::n_vocab)
-        .def_property_readonly("bos_id", [](const Tokenizer& t) { return optional_id(t.bos_id()); })
-        .def_property_readonly("eos_id", [](const Tokenizer& t) { return optional_id(t.eos_id()); })
-        .def_property_readonly("unk_id", [](const Tokenizer& t) { return optional_id(t.unk_id()); })
-        .def_property_readonly("pad_id", [](const Tokenizer& t) { return optional_id(t.pad_id()); })
+        .def_property_readonly("n_vocab", &Tokenizer::n_vocab, "Tokens in the vocabulary.")
+        .def_property_readonly("bos_id", [](const Tokenizer& t) { return optional_id(t.bos_id()); }, "BOS id or None.")
+        .def_property_readonly("eos_id", [](const Tokenizer& t) { return optional_id(t.eos_id()); }, "EOS id or None.")
+        .def_property_readonly("unk_id", [](const Tokenizer& t) { return optional_id(t.unk_id()); }, "UNK id or None.")
+        .def_property_readonly("pad_id", [](const Tokenizer& t) { return optional_id(t.pad_id()); }, "PAD id or None.")
         .def_property_readonly("add_bos", &Tokenizer::add_bos, "The model's tokenizer.ggml.add_bos_token.")
         .def_property_readonly("add_eos", &Tokenizer::add_eos, "The model's tokenizer.ggml.add_eos_token.")
         .def_property_readonly("eog_ids", &Tokenizer::eog_ids, "Ids that end generation, sorted.")

@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <pybind11/typing.h>
 
 #include <map>
 #include <memory>
@@ -10,11 +11,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "bind_common.h"
 #include "floe/kernels.h"
 #include "floe/matmul.h"
 
 namespace py = pybind11;
 using namespace floe;
+using floe::bind::pick_variant;
 
 namespace {
 
@@ -26,14 +29,6 @@ QType parse_qtype(const std::string& s) {
     if (it == names.end())
         throw std::invalid_argument("unknown qtype '" + s + "' (expected f32, f16, q4_0, q4_1, q8_0 or q8_1)");
     return it->second;
-}
-
-const Kernels& pick_variant(const std::optional<std::string>& name) {
-    if (!name) return active_kernels();
-    if (const Kernels* k = find_variant(name->c_str())) return *k;
-    std::string have;
-    for (const Kernels* k : available_variants()) have += std::string(have.empty() ? "" : ", ") + k->name;
-    throw std::invalid_argument("variant '" + *name + "' is not available on this CPU (available: " + have + ")");
 }
 
 // Arrays are taken as they are (no silent copies or casts): wrong dtype or layout is a clear ValueError.
@@ -151,11 +146,6 @@ py::array_t<float> copy_f32(const py::array& x, const char* what) {
 
 }  // namespace
 
-void bind_gguf(py::module_& m);   // bind_gguf.cpp
-void bind_model(py::module_& m);  // bind_model.cpp
-void bind_tokenizer(py::module_& m);  // bind_tokenizer.cpp
-void bind_fusion(py::module_& m);  // bind_fusion.cpp
-
 PYBIND11_MODULE(_native, m) {
     m.doc() = "floe-edge native core: kernels with runtime CPU dispatch, GGUF reader";
     bind_gguf(m);
@@ -172,7 +162,7 @@ PYBIND11_MODULE(_native, m) {
           "The variant chosen at load (FLOE_FORCE_REF=1 forces 'ref').");
     m.def("cpu_features", [] {
         const CpuFeatures& f = cpu_features();
-        py::dict d;
+        py::typing::Dict<py::str, py::object> d;
         d["arch"] = f.arch;
         d["avx2"] = f.avx2, d["fma"] = f.fma, d["f16c"] = f.f16c;
         d["avx512f"] = f.avx512f, d["avx512bw"] = f.avx512bw, d["avx512vl"] = f.avx512vl;
@@ -181,20 +171,22 @@ PYBIND11_MODULE(_native, m) {
         return d;
     }, "CPU features seen by the runtime probe.");
 
-    m.def("quantize", &quantize, py::arg("x"), py::arg("qtype"), py::arg("variant") = py::none());
+    m.def("quantize", &quantize, py::arg("x"), py::arg("qtype"), py::arg("variant") = py::none(),
+          "float32 values (flattened in C order) to ggml blocks of qtype, as ggml's reference quantizers.");
     m.def("quantize_activations", &quantize_activations, py::arg("x"), py::arg("qtype"),
-          py::arg("variant") = py::none());
-    m.def("dequantize", &dequantize, py::arg("buf"), py::arg("qtype"), py::arg("n"));
+          py::arg("variant") = py::none(), "float32 activations to q8_0 / q8_1 blocks, as matvec quantizes them.");
+    m.def("dequantize", &dequantize, py::arg("buf"), py::arg("qtype"), py::arg("n"),
+          "n float32 values decoded from ggml blocks of qtype.");
     m.def("matvec", [](const py::array& w, const std::string& q, int64_t rows, int64_t cols, const py::array& x,
                        const std::optional<std::string>& variant, int threads) {
         return matmul(w, q, rows, cols, x, variant, threads, true);
     }, py::arg("w_buf"), py::arg("qtype"), py::arg("rows"), py::arg("cols"), py::arg("x"),
-          py::arg("variant") = py::none(), py::arg("threads") = 1);
+          py::arg("variant") = py::none(), py::arg("threads") = 1, "y[rows] = W[rows, cols] @ x.");
     m.def("matmul", [](const py::array& w, const std::string& q, int64_t rows, int64_t cols, const py::array& x,
                        const std::optional<std::string>& variant, int threads) {
         return matmul(w, q, rows, cols, x, variant, threads, false);
     }, py::arg("w_buf"), py::arg("qtype"), py::arg("rows"), py::arg("cols"), py::arg("x"),
-          py::arg("variant") = py::none(), py::arg("threads") = 1);
+          py::arg("variant") = py::none(), py::arg("threads") = 1, "Y[n, rows] = X[n, cols] @ W.T.");
 
     m.def("rmsnorm", [](const py::array& x, const py::array& weight, float eps, const std::optional<std::string>& v) {
         const float* wp = checked<float>(weight, "weight", "float32");
@@ -204,7 +196,8 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         pick_variant(v).rmsnorm(op, op, wp, out.size(), eps);
         return out;
-    }, py::arg("x"), py::arg("weight"), py::arg("eps") = 1e-5f, py::arg("variant") = py::none());
+    }, py::arg("x"), py::arg("weight"), py::arg("eps") = 1e-5f, py::arg("variant") = py::none(),
+          "x / sqrt(mean(x^2) + eps) * weight.");
     m.def("softmax", [](const py::array& x, const std::optional<std::string>& v) {
         py::array_t<float> out = copy_f32(x, "x");
         float* op = out.mutable_data();
@@ -212,7 +205,7 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         pick_variant(v).softmax(op, out.size());
         return out;
-    }, py::arg("x"), py::arg("variant") = py::none());
+    }, py::arg("x"), py::arg("variant") = py::none(), "softmax(x) of a non-empty float32 array.");
     m.def("swiglu", [](const py::array& gate, const py::array& up, const std::optional<std::string>& v) {
         const float* up_p = checked<float>(up, "up", "float32");
         check_size(up.size(), gate.size(), "up");
@@ -221,7 +214,7 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         pick_variant(v).swiglu(op, op, up_p, out.size());
         return out;
-    }, py::arg("gate"), py::arg("up"), py::arg("variant") = py::none());
+    }, py::arg("gate"), py::arg("up"), py::arg("variant") = py::none(), "silu(gate) * up.");
     m.def("rope", [](const py::array& x, int64_t pos, float base, bool neox, const std::optional<std::string>& v) {
         if (x.ndim() != 2 || x.shape(1) < 2 || x.shape(1) % 2 != 0)
             throw std::invalid_argument("x must have shape (n_heads, head_dim) with an even head_dim");
@@ -236,5 +229,5 @@ PYBIND11_MODULE(_native, m) {
         k.rope(op, n_heads, head_dim, cs.data(), neox);
         return out;
     }, py::arg("x"), py::arg("pos"), py::arg("base") = 10000.0f, py::arg("neox") = false,
-          py::arg("variant") = py::none());
+          py::arg("variant") = py::none(), "Rotary embedding of x[n_heads, head_dim] at position pos.");
 }

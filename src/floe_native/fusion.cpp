@@ -31,6 +31,22 @@ struct Cand {
 
 bool better(const Cand& a, const Cand& b) { return a.score > b.score || (a.score == b.score && a.id < b.id); }
 
+// Candidates of one step on the stack: a step has at most the cloud's k plus top_k of them, so no heap allocation
+// per token.
+struct Cands {
+    static constexpr int kCapacity = 2 * kMaxK;
+    Cand v[kCapacity];
+    int n = 0;
+    void clear() { n = 0; }
+    void push_back(const Cand& c) { v[n++] = c; }
+    int size() const { return n; }
+    Cand* begin() { return v; }
+    Cand* end() { return v + n; }
+    const Cand* begin() const { return v; }
+    const Cand* end() const { return v + n; }
+    Cand& operator[](int i) { return v[i]; }
+};
+
 // One pass over a distribution's values: its top `want` (want >= 1; [0] is the max), and when asked a second pass
 // for the normalizer and the entropy.
 struct Dist {
@@ -115,10 +131,10 @@ void adaptive_weights(const Config& c, double h_e, double h_c, bool agree, float
 
 // The best `top_k` candidates into step (scores are unnormalized log-probs), normalized by log_z, or over
 // themselves when log_z is NaN. Candidates scoring -inf (zero probability) are dropped.
-void emit(std::vector<Cand>& cand, int top_k, double log_z, Step* st) {
+void emit(Cands& cand, int top_k, double log_z, Step* st) {
     std::sort(cand.begin(), cand.end(), better);
     int n = 0;
-    while (n < static_cast<int>(cand.size()) && n < top_k && cand[n].score > -kInf) ++n;
+    while (n < cand.size() && n < top_k && cand[n].score > -kInf) ++n;
     require(n > 0, "the fused distribution is empty: edge and cloud give no token a non-zero probability");
     if (std::isnan(log_z)) {
         double s = 0.0;
@@ -135,7 +151,7 @@ void emit(std::vector<Cand>& cand, int top_k, double log_z, Step* st) {
 // Candidates of a sparse-cloud step: the cloud's ids, then enough other tokens that top_k of them are not cloud
 // ids: in the edge's order (e: its top list), then (edge weight 0, or too few finite edge logits) lowest ids first,
 // as all of those tie.
-void sparse_candidates(const Config& c, const Dist* e, const SparseCloud& s, std::vector<Cand>& cand) {
+void sparse_candidates(const Config& c, const Dist* e, const SparseCloud& s, Cands& cand) {
     cand.clear();
     for (int j = 0; j < s.k; ++j) cand.push_back({s.ids[j], 0.0});
     const auto add = [&](int32_t id) {
@@ -168,6 +184,29 @@ double sum_exp_outside(const Kernels& k, const float* x, int64_t n, float m, flo
         start = ids[j] + 1;
     }
     return sum + k.sum_exp(x + start, n - start, m, w, nullptr);
+}
+
+// The largest edge logit outside the cloud's ids (e's top list holds k_cloud + top_k entries, so it is there if any
+// such logit is finite), else e->max. The outside sum is taken relative to it: relative to e->max it underflows to 0
+// when the edge's best token is a cloud id far above the rest.
+float max_outside(const Dist& e, const SparseCloud& s) {
+    for (int i = 0; i < e.n; ++i)
+        if (std::find(s.ids, s.ids + s.k, e.ids[i]) == s.ids + s.k) return e.vals[i];
+    return e.max;
+}
+
+// log Z of a log-linear step with a sparse cloud: the cloud ids' terms (cand[0..sc.k), scored; sparse_candidates
+// puts them first) plus exp(w_c tail) * sum_{others} exp(w_e x). e null: edge weight 0.
+double sparse_log_z(const Kernels& k, const float* edge, int64_t V, const Dist* e, const SparseCloud& sc,
+                    Cands& cand, float we, float wc) {
+    const float m_out = e ? max_outside(*e, sc) : 0.0f;  // rest = sum_{i not a cloud id} exp(w_e (x_i - m_out))
+    const double rest = e ? sum_exp_outside(k, edge, V, m_out, we, sc) : static_cast<double>(sc.n_rest);
+    const double tail_base = sc.n_rest > 0 ? wc * sc.tail + (e ? we * static_cast<double>(m_out) : 0.0) : -kInf;
+    double m = tail_base;
+    for (int j = 0; j < sc.k; ++j) m = std::max(m, cand[j].score);
+    double z = sc.n_rest > 0 ? rest * std::exp(tail_base - m) : 0.0;
+    for (int j = 0; j < sc.k; ++j) z += std::exp(cand[j].score - m);
+    return m + std::log(z);
 }
 
 double edge_term(float x, double w) { return std::isnan(x) || x == -INFINITY ? -kInf : w * x; }
@@ -245,8 +284,7 @@ Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& clo
     const bool exact = c.normalize || linear;
     st.normalized = exact;
 
-    std::vector<Cand> cand;
-    cand.reserve(2 * kMaxK + 1);
+    Cands cand;
     if (wc == 0.0f) {  // edge only: the edge's top-k, p_e^w_e renormalized (log-linear) or p_e itself (linear)
         const double w = linear ? 1.0 : we;
         sparse_candidates(c, &e, SparseCloud{}, cand);
@@ -267,19 +305,7 @@ Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& clo
             // score = w_e x + w_c log p_c; Z = sum over the cloud ids + exp(w_c tail) * sum_{others} exp(w_e x)
             for (auto& cd_ : cand)
                 cd_.score = (use_edge ? edge_term(edge[cd_.id], we) : 0.0) + wc * cloud_lp(sc, cd_.id);
-            double log_z = NAN;
-            if (exact) {
-                double rest = static_cast<double>(sc.n_rest);  // sum_{i not a cloud id} exp(w_e (x_i - max))
-                if (use_edge) rest = sum_exp_outside(k, edge, V, e.max, we, sc);
-                const double tail_base =
-                    sc.n_rest > 0 ? wc * sc.tail + (use_edge ? we * static_cast<double>(e.max) : 0.0) : -kInf;
-                double m = tail_base;
-                for (int j = 0; j < sc.k; ++j) m = std::max(m, cand[j].score);
-                double z = sc.n_rest > 0 ? rest * std::exp(tail_base - m) : 0.0;
-                for (int j = 0; j < sc.k; ++j) z += std::exp(cand[j].score - m);
-                log_z = m + std::log(z);
-            }
-            emit(cand, c.top_k, log_z, &st);
+            emit(cand, c.top_k, exact ? sparse_log_z(k, edge, V, use_edge ? &e : nullptr, sc, cand, we, wc) : NAN, &st);
         } else {
             // p_f = w_e p_e + w_c p_c, exactly normalized: log Z = 0
             for (auto& cd_ : cand) {
@@ -330,28 +356,45 @@ void log_softmax(const Kernels& k, const float* x, float* out, int64_t n) {
     k.lincomb(out, x, 1.0f, nullptr, 0.0f, static_cast<float>(-lse), n);
 }
 
+// Same steps, order and arithmetic as VocabMap.remap (vocab_map.py), so both give the same float32 results.
 int remap_topk(const int32_t* ids, const float* logprobs, int k, const int32_t* map, int64_t map_len,
                int32_t* out_ids, float* out_logprobs) {
     require(k >= 0 && k <= kMaxK, "top-k must have 0..64 entries");
-    std::vector<Cand> merged;
-    for (int j = 0; j < k; ++j) {
+    for (int j = 0; j < k; ++j)
         if (ids[j] < 0 || ids[j] >= map_len) fail("cloud id " + std::to_string(ids[j]) + " outside the map");
-        const int32_t to = map[ids[j]];
-        const double v = logprobs[j];
-        require(v != kInf, "cloud log-probs contain +inf");
-        if (to < 0 || !(v > kAbsentLogprob)) continue;  // unmapped, absent (<= -9999, -inf) or NaN
-        auto it = std::find_if(merged.begin(), merged.end(), [&](const Cand& m) { return m.id == to; });
-        if (it == merged.end()) {
-            merged.push_back({to, v});
-        } else {  // log(e^a + e^b)
-            const double hi = std::max(it->score, v), lo = std::min(it->score, v);
-            it->score = hi == kInf ? hi : hi + std::log1p(std::exp(lo - hi));
-        }
+    Cand kept[kMaxK];  // mapped, present entries in input order
+    int n_kept = 0;
+    double mass = 0.0;  // of every present entry, mapped or not
+    for (int j = 0; j < k; ++j) {
+        double v = logprobs[j];
+        if (!(v <= kPositiveSlack)) fail(std::to_string(v) + " is not a log-probability");
+        if (!(v < 0.0)) v = 0.0;  // (0, kPositiveSlack]: rounding
+        if (!(v > kAbsentLogprob)) continue;
+        mass += std::exp(v);
+        if (map[ids[j]] >= 0) kept[n_kept++] = {map[ids[j]], v};
     }
-    std::sort(merged.begin(), merged.end(), better);
-    for (size_t i = 0; i < merged.size(); ++i)
-        out_ids[i] = merged[i].id, out_logprobs[i] = static_cast<float>(merged[i].score);
-    return static_cast<int>(merged.size());
+    if (mass > 1.0 + kMassSlack)
+        fail("the log-probs add up to a probability of " + std::to_string(mass) + " > 1: not a distribution");
+    Cand merged[kMaxK];
+    int n = 0;
+    for (int j = 0; j < n_kept; ++j) {  // each edge id once, at its first entry: log(sum exp(x - top)) + top
+        bool seen = false, single = true;
+        double top = kept[j].score;
+        for (int i = 0; i < n_kept && !seen; ++i)
+            if (kept[i].id == kept[j].id && i != j) {
+                seen = i < j, single = false;
+                top = std::max(top, kept[i].score);
+            }
+        if (seen) continue;
+        double acc = 0.0;
+        if (!single)
+            for (int i = j; i < n_kept; ++i)
+                if (kept[i].id == kept[j].id) acc += std::exp(kept[i].score - top);
+        merged[n++] = {kept[j].id, single ? kept[j].score : top + std::log(acc)};
+    }
+    std::sort(merged, merged + n, better);
+    for (int i = 0; i < n; ++i) out_ids[i] = merged[i].id, out_logprobs[i] = static_cast<float>(merged[i].score);
+    return n;
 }
 
 // ---- sampling ------------------------------------------------------------------------------------------------
@@ -383,15 +426,28 @@ void validate(const SampleParams& p) {
     require(p.repeat_penalty > 0 && std::isfinite(p.repeat_penalty), "repeat_penalty must be > 0");
 }
 
+void apply_repeat_penalty(double* scores, const int32_t* ids, int64_t n, const int32_t* recent, int n_recent,
+                          double penalty) {
+    if (penalty == 1.0 || n_recent <= 0) return;
+    const int32_t* recent_end = recent + n_recent;
+    if (ids != nullptr) {
+        for (int64_t i = 0; i < n; ++i)
+            if (std::find(recent, recent_end, ids[i]) != recent_end) scores[i] = penalized(scores[i], penalty);
+        return;
+    }
+    for (const int32_t* t = recent; t != recent_end; ++t) {
+        if (*t < 0 || *t >= n) fail("recent token " + std::to_string(*t) + " outside the vocabulary");
+        if (std::find(recent, t, *t) == t) scores[*t] = penalized(scores[*t], penalty);  // first occurrence only
+    }
+}
+
 Sample sample(const Step& st, const SampleParams& p, Rng& rng, const int32_t* recent, int n_recent) {
     require(st.n >= 1 && st.n <= kMaxK, "the fused step has no candidates");
+    double scores[kMaxK];
+    std::copy(st.logprobs, st.logprobs + st.n, scores);
+    apply_repeat_penalty(scores, st.ids, st.n, recent, n_recent, p.repeat_penalty);
     Cand c[kMaxK];
-    for (int i = 0; i < st.n; ++i) {
-        double s = st.logprobs[i];
-        if (p.repeat_penalty != 1.0f && std::find(recent, recent + n_recent, st.ids[i]) != recent + n_recent)
-            s = s > 0 ? s / p.repeat_penalty : s * p.repeat_penalty;
-        c[i] = {st.ids[i], s};
-    }
+    for (int i = 0; i < st.n; ++i) c[i] = {st.ids[i], scores[i]};
     std::sort(c, c + st.n, better);
     const auto fused_lp = [&](int32_t id) {
         for (int i = 0; i < st.n; ++i)

@@ -1,6 +1,8 @@
 // Fusion primitives of every SIMD variant against ref, and fusion / sampling through each variant against ref.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <stdexcept>
 
@@ -9,6 +11,42 @@
 #include "floe/kernels.h"
 
 using namespace floe;
+
+// Heap allocations of this thread while an AllocationCount is alive (the global operator new is replaced for the
+// whole test binary; it counts only inside such a scope).
+namespace {
+thread_local bool g_counting = false;
+thread_local long g_allocations = 0;
+
+struct AllocationCount {
+    AllocationCount() { g_allocations = 0, g_counting = true; }
+    ~AllocationCount() { g_counting = false; }
+    long value() const { return g_allocations; }
+};
+}  // namespace
+
+// Every unaligned form is replaced, so each allocation and its release meet in malloc / free (ASan checks pairs).
+namespace {
+void* counted_malloc(std::size_t size) noexcept {
+    if (g_counting) ++g_allocations;
+    return std::malloc(size != 0 ? size : 1);
+}
+void* counted_new(std::size_t size) {
+    if (void* p = counted_malloc(size)) return p;
+    throw std::bad_alloc();
+}
+}  // namespace
+
+void* operator new(std::size_t size) { return counted_new(size); }
+void* operator new[](std::size_t size) { return counted_new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
@@ -192,4 +230,89 @@ TEST(rng_and_sampling_reproducible) {
     for (int i = 0; i < 20; ++i) CHECK(fusion::sample(st, p, r, nullptr, 0).token == 10, "top-p");
     p.top_p = 1.0f, p.min_p = 0.5f;
     for (int i = 0; i < 20; ++i) CHECK(fusion::sample(st, p, r, nullptr, 0).token == 10, "min-p");
+}
+
+TEST(fusion_and_sampling_allocate_nothing_per_token) {
+    {
+        AllocationCount probe;  // the counter sees a std::vector
+        std::vector<int> v(10);
+        CHECK(probe.value() == 1 && v.size() == 10, "allocation counter: %ld", probe.value());
+    }
+    const int64_t V = 5003;
+    const auto edge = logits(V, 3.0f, true), dense = logits(V, 2.0f, false);
+    int32_t ids[20], map[40];
+    float lps[20];
+    for (int j = 0; j < 20; ++j) ids[j] = static_cast<int32_t>((j * 977 + 13) % V), lps[j] = -1.0f - 0.3f * j;
+    for (int j = 0; j < 40; ++j) map[j] = j % 3 == 0 ? -1 : j / 2;  // unmapped ids and collisions
+    int32_t cloud_ids[20];
+    float cloud_lps[20];  // a distribution's top-k (mass 0.52)
+    for (int j = 0; j < 20; ++j) cloud_ids[j] = 2 * j, cloud_lps[j] = -2.0f - 0.3f * j;
+    const int32_t recent[3] = {ids[0], ids[1], 7};
+    fusion::SampleParams sp;
+    sp.temperature = 0.8f, sp.top_k = 10, sp.top_p = 0.9f, sp.min_p = 0.01f, sp.repeat_penalty = 1.3f;
+    fusion::Rng rng(3);
+    for (const Kernels* k : available_variants())
+        for (fusion::Mode mode : {fusion::Mode::LogLinear, fusion::Mode::Linear})
+            for (bool adaptive : {false, true})
+                for (int ev = 0; ev < 3; ++ev) {
+                    fusion::Config c;
+                    c.n_vocab = V, c.mode = mode, c.adaptive = adaptive, c.top_k = 64, c.gate = adaptive ? 0.99f : 1.1f;
+                    fusion::Cloud cl;
+                    if (ev == 1) cl.ids = ids, cl.logprobs = lps, cl.k = 20;
+                    if (ev == 2) cl.dense = dense.data();
+                    std::vector<float> scratch;
+                    fusion::fuse(*k, c, edge.data(), cl, scratch);  // warm-up: scratch grows once
+                    AllocationCount count;
+                    for (int token = 0; token < 5; ++token) {
+                        const fusion::Step st = fusion::fuse(*k, c, edge.data(), cl, scratch);
+                        fusion::sample(st, sp, rng, recent, 3);
+                        int32_t out_ids[fusion::kMaxK];
+                        float out_lps[fusion::kMaxK];
+                        fusion::remap_topk(cloud_ids, cloud_lps, 20, map, 40, out_ids, out_lps);
+                    }
+                    CHECK(count.value() == 0, "%s mode=%d adaptive=%d evidence=%d: %ld allocations in 5 tokens",
+                          k->name, static_cast<int>(mode), adaptive, ev, count.value());
+                }
+}
+
+TEST(remap_topk_follows_the_vocab_map_rule) {
+    const int32_t map[6] = {4, -1, 4, 2, 7, 9};
+    int32_t oi[fusion::kMaxK];
+    float ol[fusion::kMaxK];
+    const int32_t ids[6] = {0, 1, 2, 3, 4, 5};
+    const float lps[6] = {std::log(0.2f), std::log(0.3f), std::log(0.1f), std::log(0.25f), -INFINITY, -9999.0f};
+    const int n = fusion::remap_topk(ids, lps, 6, map, 6, oi, ol);
+    CHECK(n == 2 && oi[0] == 4 && oi[1] == 2 && std::fabs(ol[0] - std::log(0.3f)) < 1e-6f, "merge / drop: n=%d", n);
+    const float rounding[1] = {5e-4f};  // (0, 1e-3]: rounding of a certain token
+    CHECK(fusion::remap_topk(ids, rounding, 1, map, 6, oi, ol) == 1 && ol[0] == 0.0f, "clamped to 0: %g", ol[0]);
+    const float bad[][2] = {{NAN, -1.0f}, {INFINITY, -1.0f}, {0.01f, -1.0f}, {-0.1f, -0.1f}};  // last: mass 1.8
+    for (const auto& lp : bad) {
+        bool threw = false;
+        try {
+            fusion::remap_topk(ids, lp, 2, map, 6, oi, ol);
+        } catch (const std::invalid_argument&) {
+            threw = true;
+        }
+        CHECK(threw, "remap_topk accepted log-probs (%g, %g)", lp[0], lp[1]);
+    }
+}
+
+TEST(repeat_penalty_sparse_and_dense_agree) {
+    double dense[6] = {1.5, -0.5, 0.0, 2.0, -3.0, 0.25};
+    const int32_t ids[3] = {3, 1, 5};
+    double sparse[3] = {dense[3], dense[1], dense[5]};
+    const int32_t recent[5] = {1, 3, 1, 0, 3};  // repeats count once
+    fusion::apply_repeat_penalty(dense, nullptr, 6, recent, 5, 2.0);
+    fusion::apply_repeat_penalty(sparse, ids, 3, recent, 5, 2.0);
+    CHECK(dense[0] == 0.75 && dense[1] == -1.0 && dense[3] == 1.0 && dense[5] == 0.25 && dense[2] == 0.0,
+          "dense penalty");
+    CHECK(sparse[0] == dense[3] && sparse[1] == dense[1] && sparse[2] == dense[5], "sparse penalty");
+    const int32_t outside[1] = {6};
+    bool threw = false;
+    try {
+        fusion::apply_repeat_penalty(dense, nullptr, 6, outside, 1, 2.0);
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw, "a recent id outside a dense vector must be rejected");
 }

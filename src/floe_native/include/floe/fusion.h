@@ -12,9 +12,9 @@
 // Fusion, weights (w_e, w_c):
 //   log-linear  log p_f = w_e log p_e + w_c log p_c - log Z   (the edge and cloud normalizers cancel into Z)
 //   linear      p_f = (w_e p_e + w_c p_c) / (w_e + w_c)
-// Weights are static, or adaptive per token (see fuse() in fusion.cpp for the rule): from the normalized entropies
-// of both sides, sharper when their top-1s disagree, and gated: when the edge's top probability reaches `gate`
-// the cloud is not used for the token (weights (1, 0)); edge_stats() gives the same decision before any upload.
+// Weights are static, or adaptive per token (adaptive_weights() in fusion.cpp has the rule): from the normalized
+// entropies of both sides, sharper when their top-1s disagree, and gated: when the edge's top probability reaches
+// `gate` the cloud is not used for the token (weights (1, 0)); edge_stats() gives the same decision before any upload.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -69,8 +69,9 @@ struct Step {
     float edge_entropy = -1.0f, cloud_entropy = -1.0f;  // nats, -1 when the step did not need them
 };
 
-// One fusion step. scratch (grown to n_vocab floats when a dense pass needs it) is the caller's, reused per token.
-// Throws std::invalid_argument on bad input (ids out of range or repeated, +inf, no finite edge logit).
+// One fusion step. scratch (grown to n_vocab floats when a dense pass needs it) is the caller's, reused per token:
+// once it has grown, a step allocates nothing (candidates live in fixed arrays). Throws std::invalid_argument on
+// bad input (ids out of range or repeated, +inf, no finite edge logit).
 Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& cloud, std::vector<float>& scratch);
 EdgeStats edge_stats(const Kernels& k, const Config& c, const float* edge);
 
@@ -78,9 +79,14 @@ EdgeStats edge_stats(const Kernels& k, const Config& c, const float* edge);
 double logsumexp(const Kernels& k, const float* x, int64_t n);
 void log_softmax(const Kernels& k, const float* x, float* out, int64_t n);
 
-// Cross-vocabulary top-k: cloud ids mapped through map[0..map_len) (-1: no edge token), entries mapping to the
-// same edge id merged by log-sum-exp, unmapped and -inf / NaN entries dropped. Output sorted as Step.
-// Returns the count (<= k). Throws on ids outside [0, map_len).
+// Cross-vocabulary top-k, the rule of floe_edge.vocab_map.VocabMap.remap: cloud ids mapped through
+// map[0..map_len) (-1: no edge token). A log-prob that is NaN or above kPositiveSlack is an error, one in
+// (0, kPositiveSlack] is rounding and counts as 0; -inf and finite values <= kAbsentLogprob are absent. The present
+// entries (mapped or not) must not claim a probability above 1 + kMassSlack. Entries mapping to the same edge id are
+// merged by log-sum-exp, unmapped ones dropped. Output sorted as Step; returns the count (<= k).
+// Throws std::invalid_argument on ids outside [0, map_len) and on the errors above.
+constexpr double kPositiveSlack = 1e-3;
+constexpr double kMassSlack = 1e-2;
 int remap_topk(const int32_t* ids, const float* logprobs, int k, const int32_t* map, int64_t map_len,
                int32_t* out_ids, float* out_logprobs);
 
@@ -108,9 +114,20 @@ struct Sample {
     float logprob;  // the token's fused log-prob (before penalty and temperature)
 };
 
-// Draws from the fused top-k of `step`, in llama.cpp's order: repetition penalty (log-prob s of a token in
-// `recent` becomes s * penalty, or s / penalty when s > 0), top-k, top-p, min-p (on probabilities renormalized over
-// what is kept), temperature. Greedy takes the best after the penalty (ties: lower id); it draws no random number.
+// llama.cpp's repetition penalty on the score (logit or log-prob) of a recently seen token: a positive score is
+// divided by the penalty, any other multiplied by it, so a penalty > 1 always makes the token less likely.
+inline double penalized(double score, double penalty) { return score > 0 ? score / penalty : score * penalty; }
+
+// Applies `penalized` once to every distinct token of recent[0..n_recent). Sparse form: scores[i] is the score of
+// token ids[i]; dense form (ids null): scores[t] is token t's, and a recent id outside [0, n) is an
+// error (std::invalid_argument). O(n * n_recent) sparse, O(n_recent^2) dense: recent is a short window.
+// Both samplers use it: fusion::sample on a fused top-k, floe_edge.sampling.Sampler on a logit vector.
+void apply_repeat_penalty(double* scores, const int32_t* ids, int64_t n, const int32_t* recent, int n_recent,
+                          double penalty);
+
+// Draws from the fused top-k of `step`, in llama.cpp's order: repetition penalty (apply_repeat_penalty), top-k,
+// top-p, min-p (on probabilities renormalized over what is kept), temperature. Greedy takes the best after the
+// penalty (ties: lower id); it draws no random number. Allocates nothing.
 Sample sample(const Step& step, const SampleParams& p, Rng& rng, const int32_t* recent, int n_recent);
 
 }  // namespace floe::fusion
