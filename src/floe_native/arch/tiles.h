@@ -23,6 +23,11 @@ namespace tiles {
 
 constexpr int kRows = 4;
 
+template <class T>
+struct TypedRows {
+    const T* p[4];
+};
+
 // Four weight rows of one tile.
 struct RowTile {
     const uint8_t* w[kRows];  // rows past the matrix's end repeat its last row (their results are dropped)
@@ -30,10 +35,29 @@ struct RowTile {
     int r0;                   // index of the tile's first row
     int rows;                 // real rows, 1..4
     template <class T>
-    const T* row(int r) const {
-        return reinterpret_cast<const T*>(w[r]);
+    TypedRows<T> as() const {  // the rows as arrays of T (weight blocks or values)
+        TypedRows<T> t;
+        for (int r = 0; r < kRows; ++r) t.p[r] = reinterpret_cast<const T*>(w[r]);
+        return t;
     }
 };
+
+// A tile's C activation columns (lda bytes apart, as arrays of A) and its C output columns (ldo floats apart).
+template <class A, int C>
+struct Columns {
+    const A* a[C];
+    float* out[C];
+};
+
+template <class A, int C>
+FLOE_TILE_INLINE Columns<A, C> columns(const void* a, size_t lda, int c0, float* out, size_t ldo, int r0) {
+    Columns<A, C> cols;
+    for (int c = 0; c < C; ++c) {
+        cols.a[c] = reinterpret_cast<const A*>(static_cast<const uint8_t*>(a) + static_cast<size_t>(c0 + c) * lda);
+        cols.out[c] = out + static_cast<size_t>(c0 + c) * ldo + r0;
+    }
+    return cols;
+}
 
 // Calls f(std::integral_constant<int, C>{}) for the runtime c, 1 <= c <= kMax: a tile's column count as a constant.
 template <int kMax, class F>

@@ -54,8 +54,8 @@ inline __m256 load8(const fp16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(re
 template <class T, int C>
 inline void dense_tile(int64_t n, const tiles::RowTile& t, const float* const a[C], float* out, size_t ldo) {
     const int64_t n8 = n / 8 * 8;
-    const T* wr[4];
-    for (int r = 0; r < 4; ++r) wr[r] = t.row<T>(r);
+    const auto w4 = t.as<T>();
+    const auto& wr = w4.p;
     __m256 acc[C][4];
     for (int c = 0; c < C; ++c)
         for (int r = 0; r < 4; ++r) acc[c][r] = _mm256_setzero_ps();
@@ -85,12 +85,10 @@ void dense_rows(int64_t n, const void* w, size_t ldw, int nr, const float* const
 template <class T>
 void gemm_dense(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
                 size_t ldo) {
-    const auto col = [&](int c) { return reinterpret_cast<const float*>(static_cast<const uint8_t*>(a) + c * lda); };
-    tiles::for_each_column_group<2>(nc, [&](int c0, auto cols) {
-        constexpr int C = decltype(cols)::value;
-        const float* ac[C];
-        for (int c = 0; c < C; ++c) ac[c] = col(c0 + c);
-        dense_rows<T, C>(n, w, ldw, nr, ac, out + c0 * ldo, ldo);
+    tiles::for_each_column_group<2>(nc, [&](int c0, auto group) {
+        constexpr int C = decltype(group)::value;
+        const auto cols = tiles::columns<float, C>(a, lda, c0, out, ldo, 0);
+        dense_rows<T, C>(n, w, ldw, nr, cols.a, cols.out[0], ldo);
     });
 }
 

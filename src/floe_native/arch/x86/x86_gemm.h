@@ -282,8 +282,8 @@ template <class Fmt, int G>
     const int64_t nb = n / QK;
     const size_t pb = Fmt::prep_bytes(nb);
     Scratch buf((nc < 4 ? nc : 4) * pb);
-    tiles::for_each_column_group<4>(nc, [&](int c0, auto cols) {
-        constexpr int C = decltype(cols)::value;
+    tiles::for_each_column_group<4>(nc, [&](int c0, auto group) {
+        constexpr int C = decltype(group)::value;
         typename Fmt::Prep p[C];
         for (int c = 0; c < C; ++c) p[c] = Fmt::prepare(static_cast<const uint8_t*>(a) + (c0 + c) * lda, nb, buf.p + c * pb);
         gemm_rows<Fmt, G, C>(nb, w, ldw, nr, p, out + c0 * ldo, ldo);
