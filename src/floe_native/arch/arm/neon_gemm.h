@@ -86,35 +86,28 @@ inline void quantize_q8_1(const float* x, void* y, int64_t n) { quantize_q8<bloc
 // 4 rows x 2 columns keeps everything in aarch64's 32 registers; armv7 has 16, so it works one column at a time.
 constexpr int kTileCols = FLOE_NEON_A64 ? 2 : 1;
 
-struct FmtQ4_0 {
-    using W = block_q4_0;
-    using A = block_q8_0;
-    static constexpr bool kMin = false;
-    static void unpack(const W& b, int8x16_t& lo, int8x16_t& hi) {
-        const uint8x16_t q = vld1q_u8(b.qs);
-        lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
-        hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
-    }
-    template <class Dot>
-    static int32x4_t dot(int8x16_t lo, int8x16_t hi, int8x16_t a0, int8x16_t a1) {
-        return Dot::dot_q4(lo, hi, a0, a1);
-    }
-};
-
-struct FmtQ4_1 {
-    using W = block_q4_1;
-    using A = block_q8_1;
-    static constexpr bool kMin = true;
+// q4_0 (nibble - 8) and q4_1 (nibble, plus the m * s term: kMin) weights against q8 activations.
+template <class Wb, class Ab, bool kMinTerm>
+struct FmtQ4 {
+    using W = Wb;
+    using A = Ab;
+    static constexpr bool kMin = kMinTerm;
     static void unpack(const W& b, int8x16_t& lo, int8x16_t& hi) {
         const uint8x16_t q = vld1q_u8(b.qs);
         lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
         hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        if constexpr (!kMin) {
+            lo = vsubq_s8(lo, vdupq_n_s8(8));
+            hi = vsubq_s8(hi, vdupq_n_s8(8));
+        }
     }
     template <class Dot>
     static int32x4_t dot(int8x16_t lo, int8x16_t hi, int8x16_t a0, int8x16_t a1) {
         return Dot::dot_q4(lo, hi, a0, a1);
     }
 };
+using FmtQ4_0 = FmtQ4<block_q4_0, block_q8_0, false>;
+using FmtQ4_1 = FmtQ4<block_q4_1, block_q8_1, true>;
 
 struct FmtQ8_0 {
     using W = block_q8_0;

@@ -20,6 +20,19 @@ namespace {
 //   scales()       the 4 rows' fp16 scales of the block(s) as floats
 //   accumulate()   acc += the block's float contribution
 
+// Formats whose weight blocks have one scale, d, first.
+template <class Wb>
+struct ScaleD {
+    template <int G>
+    struct Scales {
+        typename Lanes<G>::F d;
+    };
+    template <int G>
+    static Scales<G> scales(const uint8_t* const w[4], int64_t b) {
+        return {Lanes<G>::fp16x4(w, b * sizeof(Wb), sizeof(Wb))};
+    }
+};
+
 // q4_0 / q4_1 weights: unsigned nibbles against signed q8 activations, so maddubs takes them as they are.
 template <class Wb, class Ab>
 struct Nibbles {
@@ -63,7 +76,7 @@ struct Nibbles {
 };
 
 // q4_0 x q8_0: sum((q - 8) * a) = sum(q * a) - 8 * sum(a), with 8 * sum(a) from the Prep.
-struct Q4_0 : Nibbles<block_q4_0, block_q8_0> {
+struct Q4_0 : Nibbles<block_q4_0, block_q8_0>, ScaleD<block_q4_0> {
     struct Prep {
         float* d;      // activation scale, x4 per block
         int32_t* off;  // 8 * sum(a.qs), x4 per block
@@ -83,14 +96,6 @@ struct Q4_0 : Nibbles<block_q4_0, block_q8_0> {
             _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
         }
         return p;
-    }
-    template <int G>
-    struct Scales {
-        typename Lanes<G>::F d;
-    };
-    template <int G>
-    static Scales<G> scales(const uint8_t* const w[4], int64_t b) {
-        return {Lanes<G>::fp16x4(w, b * sizeof(W), sizeof(W))};
     }
     template <int G>
     static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
@@ -137,7 +142,7 @@ struct Q4_1 : Nibbles<block_q4_1, block_q8_1> {
 // q8_0 x q8_0 over the full int8 range (-128 * -128 included), which maddubs cannot do: 16-bit madd instead.
 // Weights widen with one unpack each as w * 256 (0 in the low byte), activations are sign-extended once per
 // call into the Prep; the block sums are multiples of 256 (|sum| <= 2^27) and shift back exactly.
-struct Q8_0 {
+struct Q8_0 : ScaleD<block_q8_0> {
     using W = block_q8_0;
     using A = block_q8_0;
     struct Prep {
@@ -189,12 +194,6 @@ struct Q8_0 {
         const I t01 = v_add32(v_unpacklo32(m0, m1), v_unpackhi32(m0, m1));  // r0 r1 r0 r1
         const I t23 = v_add32(v_unpacklo32(m2, m3), v_unpackhi32(m2, m3));  // r2 r3 r2 r3
         return v_add32(v_unpacklo64(t01, t23), v_unpackhi64(t01, t23));
-    }
-    template <int G>
-    using Scales = Q4_0::Scales<G>;
-    template <int G>
-    static Scales<G> scales(const uint8_t* const w[4], int64_t b) {
-        return {Lanes<G>::fp16x4(w, b * sizeof(W), sizeof(W))};
     }
     template <int G>
     static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
