@@ -69,25 +69,11 @@ float dot_f16_f32(int64_t n, const fp16_t* x, const float* y) {
     return sum;
 }
 
-void gemm_q4_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
-               size_t ldo) {
-    gemm_tile<block_q4_0, block_q8_0, dot_q4_0_q8_0>(n, w, ldw, nr, a, lda, nc, out, ldo);
-}
-void gemm_q4_1(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
-               size_t ldo) {
-    gemm_tile<block_q4_1, block_q8_1, dot_q4_1_q8_1>(n, w, ldw, nr, a, lda, nc, out, ldo);
-}
-void gemm_q8_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
-               size_t ldo) {
-    gemm_tile<block_q8_0, block_q8_0, dot_q8_0_q8_0>(n, w, ldw, nr, a, lda, nc, out, ldo);
-}
-void gemm_f16(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
-              size_t ldo) {
-    gemm_tile<fp16_t, float, dot_f16_f32>(n, w, ldw, nr, a, lda, nc, out, ldo);
-}
-void gemm_f32(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
-              size_t ldo) {
-    gemm_tile<float, float, dot_f32>(n, w, ldw, nr, a, lda, nc, out, ldo);
-}
+// The table entries (declared in kernels.h): one tile loop per weight type.
+const gemm_fn gemm_q4_0 = gemm_tile<block_q4_0, block_q8_0, dot_q4_0_q8_0>;
+const gemm_fn gemm_q4_1 = gemm_tile<block_q4_1, block_q8_1, dot_q4_1_q8_1>;
+const gemm_fn gemm_q8_0 = gemm_tile<block_q8_0, block_q8_0, dot_q8_0_q8_0>;
+const gemm_fn gemm_f16 = gemm_tile<fp16_t, float, dot_f16_f32>;
+const gemm_fn gemm_f32 = gemm_tile<float, float, dot_f32>;
 
 }  // namespace floe::ref

@@ -101,6 +101,16 @@ void quantize_f16(const float* x, void* vy, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
 }
 
+namespace {
+template <class Block>  // q8_0 or q8_1: y = q * d (q8_1's s is not needed)
+void dequantize_q8(const Block* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < QK; ++j) y[j] = static_cast<float>(x[i].qs[j]) * d;
+    }
+}
+}  // namespace
+
 void dequantize(QType t, const void* vx, float* y, int64_t n) {
     switch (t) {
         case QType::F32:
@@ -129,20 +139,8 @@ void dequantize(QType t, const void* vx, float* y, int64_t n) {
                 }
             }
             return;
-        case QType::Q8_0:
-            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-                const auto& b = static_cast<const block_q8_0*>(vx)[i];
-                const float d = fp16_to_fp32(b.d);
-                for (int j = 0; j < QK; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
-            }
-            return;
-        case QType::Q8_1:
-            for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-                const auto& b = static_cast<const block_q8_1*>(vx)[i];
-                const float d = fp16_to_fp32(b.d);
-                for (int j = 0; j < QK; ++j) y[j] = static_cast<float>(b.qs[j]) * d;
-            }
-            return;
+        case QType::Q8_0: return dequantize_q8(static_cast<const block_q8_0*>(vx), y, n);
+        case QType::Q8_1: return dequantize_q8(static_cast<const block_q8_1*>(vx), y, n);
     }
 }
 

@@ -1,8 +1,9 @@
-// NEON fusion primitives (see kernels.h for the contracts), included by neon_common.h inside its unnamed namespace
-// rules: everything here has internal linkage and calls only ref's out-of-line helpers (the scalar tails).
+// NEON fusion primitives (see kernels.h for the contracts). Linkage as in neon_base.h: everything here has internal
+// linkage and calls only ref's out-of-line helpers (the scalar tails).
 // armv7: NEON flushes subnormals to zero, so lincomb / sum_exp treat |values| < FLT_MIN as 0 there (ref does not);
 // logits and log-probs that small carry no information, and aarch64 is exact.
 #pragma once
+#include "neon_base.h"
 
 namespace floe {
 namespace {

@@ -1,7 +1,7 @@
-// AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; see x86_common.h for the quantized gemm).
+// AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; see x86_gemm.h for the quantized gemm).
 #include <cmath>
 
-#include "x86_common.h"
+#include "x86_gemm.h"
 
 namespace floe::x86 {
 namespace {
@@ -47,53 +47,49 @@ inline bool quantize_block(const float* x, int8_t* qs, float* d_out, int* sum) {
 
 inline fp16_t to_f16(float f) { return static_cast<fp16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
 
-// ---- dense gemm (f32 / f16 weights, f32 activations): 4 rows x C columns per pass -------------------------------
+// ---- dense gemm (f32 / f16 weights, f32 activations): the micro-kernel of a 4-row x C-column tile ------------
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load8(const fp16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline float dot_tail(int64_t n, const float* w, const float* a) { return ref::dot_f32(n, w, a); }
-inline float dot_tail(int64_t n, const fp16_t* w, const float* a) { return ref::dot_f16_f32(n, w, a); }
 
 template <class T, int C>
-void dense_rows(int64_t n, const uint8_t* w, size_t ldw, int nr, const float* const a[C], float* out, size_t ldo) {
+inline void dense_tile(int64_t n, const tiles::RowTile& t, const float* const a[C], float* out, size_t ldo) {
     const int64_t n8 = n / 8 * 8;
-    for (int r0 = 0; r0 < nr; r0 += 4) {
-        const T* wr[4];
-        for (int r = 0; r < 4; ++r)
-            wr[r] = reinterpret_cast<const T*>(w + static_cast<size_t>(r0 + r < nr ? r0 + r : nr - 1) * ldw);
-        __m256 acc[C][4];
-        for (int c = 0; c < C; ++c)
-            for (int r = 0; r < 4; ++r) acc[c][r] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < n8; i += 8) {
-            __m256 x[4];
-            for (int r = 0; r < 4; ++r) x[r] = load8(wr[r] + i);
-            for (int c = 0; c < C; ++c) {
-                const __m256 y = _mm256_loadu_ps(a[c] + i);
-                for (int r = 0; r < 4; ++r) acc[c][r] = _mm256_fmadd_ps(x[r], y, acc[c][r]);
-            }
-        }
+    const auto w4 = t.as<T>();
+    const auto& wr = w4.p;
+    __m256 acc[C][4];
+    for (int c = 0; c < C; ++c)
+        for (int r = 0; r < 4; ++r) acc[c][r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n8; i += 8) {
+        __m256 x[4];
+        for (int r = 0; r < 4; ++r) x[r] = load8(wr[r] + i);
         for (int c = 0; c < C; ++c) {
-            alignas(16) float s[4];
-            _mm_store_ps(s, hsum4(acc[c][0], acc[c][1], acc[c][2], acc[c][3]));
-            for (int r = 0; r < 4 && r0 + r < nr; ++r)
-                out[c * ldo + r0 + r] = s[r] + dot_tail(n - n8, wr[r] + n8, a[c] + n8);
+            const __m256 y = _mm256_loadu_ps(a[c] + i);
+            for (int r = 0; r < 4; ++r) acc[c][r] = _mm256_fmadd_ps(x[r], y, acc[c][r]);
         }
+    }
+    for (int c = 0; c < C; ++c) {
+        alignas(16) float s[4];
+        _mm_store_ps(s, hsum4(acc[c][0], acc[c][1], acc[c][2], acc[c][3]));
+        for (int r = 0; r < t.rows; ++r)
+            out[c * ldo + t.r0 + r] = s[r] + tiles::dot_tail(n - n8, wr[r] + n8, a[c] + n8);
     }
 }
 
+// Every row tile of C columns.
+template <class T, int C>
+void dense_rows(int64_t n, const void* w, size_t ldw, int nr, const float* const a[C], float* out, size_t ldo) {
+    tiles::for_each_tile<C>(w, ldw, nr, C, [&](const tiles::RowTile& t, int, auto) { dense_tile<T, C>(n, t, a, out, ldo); });
+}
+
+// Columns in pairs (the last one alone).
 template <class T>
 void gemm_dense(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
                 size_t ldo) {
-    const auto* wb = static_cast<const uint8_t*>(w);
-    const auto col = [&](int c) { return reinterpret_cast<const float*>(static_cast<const uint8_t*>(a) + c * lda); };
-    int c = 0;
-    for (; c + 2 <= nc; c += 2) {
-        const float* ac[2] = {col(c), col(c + 1)};
-        dense_rows<T, 2>(n, wb, ldw, nr, ac, out + c * ldo, ldo);
-    }
-    if (c < nc) {
-        const float* ac[1] = {col(c)};
-        dense_rows<T, 1>(n, wb, ldw, nr, ac, out + c * ldo, ldo);
-    }
+    tiles::for_each_column_group<2>(nc, [&](int c0, auto group) {
+        constexpr int C = decltype(group)::value;
+        const auto cols = tiles::columns<float, C>(a, lda, c0, out, ldo, 0);
+        dense_rows<T, C>(n, w, ldw, nr, cols.a, cols.out[0], ldo);
+    });
 }
 
 // Blocks are written through byte offsets (memcpy for the fp16 fields), so y need not be 2-byte aligned.
@@ -123,7 +119,6 @@ namespace avx2 {
 void quantize_q8_0(const float* x, void* y, int64_t n) { quantize_rows<block_q8_0, false>(x, y, n, ref::quantize_q8_0); }
 
 void quantize_q8_1(const float* x, void* y, int64_t n) { quantize_rows<block_q8_1, true>(x, y, n, ref::quantize_q8_1); }
-
 
 void gemm_f16(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
               size_t ldo) {
@@ -235,26 +230,7 @@ namespace floe {
 // The quantized gemms take one block per 128-bit step (G = 1): on Zen1, which splits 256-bit ops in two, that
 // measured 10-25% faster than G = 2 (CPUs with full-width 256-bit units would likely prefer G = 2).
 const Kernels* kernels_avx2() {
-    using namespace x86;
-    static const Kernels k = {
-        "avx2",
-        avx2::quantize_q8_0,
-        avx2::quantize_q8_1,
-        gemm_quant<Q4_0, 1>,
-        gemm_quant<Q4_1, 1>,
-        gemm_quant<Q8_0, 1>,
-        avx2::gemm_f16,
-        avx2::gemm_f32,
-        avx2::rmsnorm,
-        avx2::softmax,
-        avx2::swiglu,
-        avx2::rope,
-        avx2::max,
-        avx2::sum_exp,
-        avx2::lincomb,
-        avx2::mix_exp,
-        avx2::topk,
-    };
+    static constexpr Kernels k = x86::make_kernels<1>("avx2");
     return &k;
 }
 

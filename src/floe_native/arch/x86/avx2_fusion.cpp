@@ -2,7 +2,7 @@
 // bound by the exp polynomial or by memory, not by vector width. Scalar tails are ref's.
 #include <cmath>
 
-#include "x86_common.h"
+#include "x86_base.h"
 
 namespace floe::x86 {
 namespace {

@@ -118,11 +118,8 @@ void rope_table(float* cs, int64_t pos, int head_dim, float base);
 
 // ---- the reference kernels, and scalar helpers shared by every variant (the tails of SIMD loops) -----
 namespace ref {
-void gemm_q4_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
-void gemm_q4_1(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
-void gemm_q8_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
-void gemm_f16(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
-void gemm_f32(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out, size_t ldo);
+// gemms: one dot product per output, one block at a time (ref/gemm.cpp); constant after static initialization
+extern const gemm_fn gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_f16, gemm_f32;
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
 void softmax(float* x, int64_t n);
 void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox);

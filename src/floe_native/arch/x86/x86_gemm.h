@@ -1,0 +1,317 @@
+// The quantized gemm shared by the AVX2 and AVX-512 tables, and the table itself (make_kernels).
+//
+// A tile is 4 weight rows x C activation columns (the walk is tiles.h's): per block the 4 rows' integer dot
+// products are reduced into one vector [r0 r1 r2 r3] per lane (x86_lanes.h), converted to float once, and
+// multiplied by the 4 rows' scales at once. Linkage: see x86_base.h.
+#pragma once
+#include "../tiles.h"
+#include "x86_lanes.h"
+
+namespace floe::x86 {
+namespace {
+
+// ---- quantized formats ---------------------------------------------------------------------------------------
+// Per activation column the driver first builds a Prep: block scales (and sums) as floats, each repeated 4 times
+// so that one load gives the per-lane vector for any G. A format supplies:
+//   prepare()      the Prep of one activation column (once per call, shared by all row tiles)
+//   decode()       one weight row's block(s) into registers
+//   dot()          partial integer dot products of one row per lane
+//   reduce()       four rows' partials -> int32 [r0 r1 r2 r3] per lane
+//   scales()       the 4 rows' fp16 scales of the block(s) as floats
+//   accumulate()   acc += the block's float contribution
+
+// Formats whose weight blocks have one scale, d, first.
+template <class Wb>
+struct ScaleD {
+    template <int G>
+    struct Scales {
+        typename Lanes<G>::F d;
+    };
+    template <int G>
+    static Scales<G> scales(const uint8_t* const w[4], int64_t b) {
+        return {Lanes<G>::fp16x4(w, b * sizeof(Wb), sizeof(Wb))};
+    }
+};
+
+// q4_0 / q4_1 weights: unsigned nibbles against signed q8 activations, so maddubs takes them as they are.
+template <class Wb, class Ab>
+struct Nibbles {
+    using W = Wb;
+    using A = Ab;
+    template <int G>
+    struct Weights {
+        typename Lanes<G>::I lo, hi;  // values 0-15 and 16-31 of the block
+    };
+    template <int G>
+    static Weights<G> decode(const uint8_t* row, int64_t b) {
+        using L = Lanes<G>;
+        const auto raw = L::load(field<W>(row, b, offsetof(W, qs)), sizeof(W));
+        const auto m = L::set1_8(0x0f);
+        return {v_and(raw, m), v_and(v_srli16<4>(raw), m)};
+    }
+    template <int G>
+    struct Act {
+        typename Lanes<G>::I lo, hi;
+    };
+    template <int G, class Prep>
+    static Act<G> load_act(const Prep& p, int64_t b) {  // straight from the activation blocks
+        const uint8_t* qs = field<A>(p.act, b, offsetof(A, qs));
+        return {Lanes<G>::load(qs, sizeof(A)), Lanes<G>::load(qs + 16, sizeof(A))};
+    }
+    // int16 pair sums: |lane| <= 2 * (2 * 15 * 128) = 7680
+    template <int G>
+    static typename Lanes<G>::I dot(const Weights<G>& w, const Act<G>& a) {
+        return v_add16(v_maddubs(w.lo, a.lo), v_maddubs(w.hi, a.hi));
+    }
+    // Stays in int16 while the sums fit (4 lanes per row <= 30720), then one madd widens: fewer multiplies than
+    // widening each row on its own.
+    template <class I>
+    static I reduce(I p0, I p1, I p2, I p3) {
+        const I t01 = v_add16(v_unpacklo16(p0, p1), v_unpackhi16(p0, p1));  // r0 r1 r0 r1 ..
+        const I t23 = v_add16(v_unpacklo16(p2, p3), v_unpackhi16(p2, p3));  // r2 r3 r2 r3 ..
+        const I u = v_add16(v_unpacklo32(t01, t23), v_unpackhi32(t01, t23));  // r0 r1 r2 r3 r0 r1 r2 r3
+        const I pairs = v_shuffle8(u, bcast_lanes<I>(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)));
+        return v_madd(pairs, bcast_lanes<I>(_mm_set1_epi16(1)));  // r0 r0 r1 r1 .. -> r0 r1 r2 r3
+    }
+};
+
+// q4_0 x q8_0: sum((q - 8) * a) = sum(q * a) - 8 * sum(a), with 8 * sum(a) from the Prep.
+struct Q4_0 : Nibbles<block_q4_0, block_q8_0>, ScaleD<block_q4_0> {
+    struct Prep {
+        float* d;      // activation scale, x4 per block
+        int32_t* off;  // 8 * sum(a.qs), x4 per block
+        const void* act;
+    };
+    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
+    static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
+        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<int32_t*>(buf + nb * 16), act};
+        for (int64_t b = 0; b < nb; ++b) {
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(field<A>(act, b, offsetof(A, qs))));
+            const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);  // exact: |pair| <= 256
+            const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));  // the total in every lane
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p.off + 4 * b), _mm_slli_epi32(s, 3));
+            _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
+        }
+        return p;
+    }
+    template <int G>
+    static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
+                                           typename Lanes<G>::F acc) {
+        using L = Lanes<G>;
+        const auto sumi = v_sub32(s, L::loadi(p.off + 4 * b));
+        return v_fma(v_cvt(sumi), v_mul(sc.d, L::loadf(p.d + 4 * b)), acc);
+    }
+};
+
+// q4_1 x q8_1: d_w d_a sum(q * a) + m_w s_a, with s_a = d_a sum(a) from the activation block.
+struct Q4_1 : Nibbles<block_q4_1, block_q8_1> {
+    struct Prep {
+        float* d;  // x4 per block
+        float* s;  // x4 per block
+        const void* act;
+    };
+    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
+    static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
+        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<float*>(buf + nb * 16), act};
+        for (int64_t b = 0; b < nb; ++b) {
+            _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
+            _mm_storeu_ps(p.s + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, s)))));
+        }
+        return p;
+    }
+    template <int G>
+    struct Scales {
+        typename Lanes<G>::F d, m;
+    };
+    template <int G>
+    static Scales<G> scales(const uint8_t* const w[4], int64_t b) {
+        return {Lanes<G>::fp16x4(w, b * sizeof(W), sizeof(W)), Lanes<G>::fp16x4(w, b * sizeof(W) + 2, sizeof(W))};
+    }
+    template <int G>
+    static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
+                                           typename Lanes<G>::F acc) {
+        using L = Lanes<G>;
+        acc = v_fma(sc.m, L::loadf(p.s + 4 * b), acc);
+        return v_fma(v_cvt(s), v_mul(sc.d, L::loadf(p.d + 4 * b)), acc);
+    }
+};
+
+// q8_0 x q8_0 over the full int8 range (-128 * -128 included), which maddubs cannot do: 16-bit madd instead.
+// Weights widen with one unpack each as w * 256 (0 in the low byte), activations are sign-extended once per
+// call into the Prep; the block sums are multiples of 256 (|sum| <= 2^27) and shift back exactly.
+struct Q8_0 : ScaleD<block_q8_0> {
+    using W = block_q8_0;
+    using A = block_q8_0;
+    struct Prep {
+        float* d;      // x4 per block
+        int16_t* a16;  // 32 per block
+    };
+    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * (16 + 64); }
+    static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
+        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<int16_t*>(buf + nb * 16)};
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* qs = field<A>(act, b, offsetof(A, qs));
+            const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+            const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16));
+            auto* dst = reinterpret_cast<__m256i*>(p.a16 + 32 * b);
+            _mm256_storeu_si256(dst, _mm256_cvtepi8_epi16(lo));
+            _mm256_storeu_si256(dst + 1, _mm256_cvtepi8_epi16(hi));
+            _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
+        }
+        return p;
+    }
+    template <int G>
+    struct Weights {
+        typename Lanes<G>::I lo, hi;  // raw bytes 0-15, 16-31
+    };
+    template <int G>
+    static Weights<G> decode(const uint8_t* row, int64_t b) {
+        const uint8_t* qs = field<W>(row, b, offsetof(W, qs));
+        return {Lanes<G>::load(qs, sizeof(W)), Lanes<G>::load(qs + 16, sizeof(W))};
+    }
+    template <int G>
+    struct Act {
+        const int16_t* a16;
+    };
+    template <int G>
+    static Act<G> load_act(const Prep& p, int64_t b) {
+        return {p.a16 + 32 * b};
+    }
+    template <int G>
+    static typename Lanes<G>::I dot(const Weights<G>& w, const Act<G>& a) {
+        using L = Lanes<G>;
+        const auto z = L::zero();
+        const auto ld = [&](int k) { return L::load(a.a16 + 8 * k, 64); };  // 8 values of each block
+        const auto s01 = v_add32(v_madd(v_unpacklo8(z, w.lo), ld(0)), v_madd(v_unpackhi8(z, w.lo), ld(1)));
+        const auto s23 = v_add32(v_madd(v_unpacklo8(z, w.hi), ld(2)), v_madd(v_unpackhi8(z, w.hi), ld(3)));
+        return v_add32(s01, s23);
+    }
+    template <class I>
+    static I reduce(I m0, I m1, I m2, I m3) {
+        const I t01 = v_add32(v_unpacklo32(m0, m1), v_unpackhi32(m0, m1));  // r0 r1 r0 r1
+        const I t23 = v_add32(v_unpacklo32(m2, m3), v_unpackhi32(m2, m3));  // r2 r3 r2 r3
+        return v_add32(v_unpacklo64(t01, t23), v_unpackhi64(t01, t23));
+    }
+    template <int G>
+    static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
+                                           typename Lanes<G>::F acc) {
+        return v_fma(v_cvt(v_srai32<8>(s)), v_mul(sc.d, Lanes<G>::loadf(p.d + 4 * b)), acc);
+    }
+};
+
+// The integer part of block(s) b of a 4-row x C-column tile: per column the rows' sums [r0 r1 r2 r3] per lane.
+template <class Fmt, int G, int C>
+struct BlockSums {
+    typename Lanes<G>::I s[C];
+    typename Fmt::template Scales<G> sc;
+    int64_t b;
+};
+
+template <class Fmt, int G, int C>
+inline BlockSums<Fmt, G, C> block_sums(const uint8_t* const w[4], const typename Fmt::Prep* p, int64_t b) {
+    BlockSums<Fmt, G, C> out;
+    typename Fmt::template Weights<G> wr[4];
+    for (int r = 0; r < 4; ++r) wr[r] = Fmt::template decode<G>(w[r], b);
+    for (int c = 0; c < C; ++c) {
+        const auto av = Fmt::template load_act<G>(p[c], b);
+        out.s[c] = Fmt::reduce(Fmt::dot(wr[0], av), Fmt::dot(wr[1], av), Fmt::dot(wr[2], av), Fmt::dot(wr[3], av));
+    }
+    out.sc = Fmt::template scales<G>(w, b);
+    out.b = b;
+    return out;
+}
+
+// acc[c] += blocks [b, b_end) of a 4-row tile, G blocks per step ((b_end - b) % G == 0).
+// Software-pipelined: a block's float part is issued after the next block's integer part, so that its long
+// integer -> float -> fma dependency chain overlaps independent work (Zen1's window holds ~1.5 blocks).
+// pf is where the next tile's rows start: those bytes are prefetched at the pace this tile is read, because
+// 4 interleaved short rows are not streams the hardware prefetcher picks up.
+template <class Fmt, int G, int C>
+inline void tile_blocks(const uint8_t* const w[4], const typename Fmt::Prep* p, int64_t b, int64_t b_end,
+                        typename Lanes<G>::F acc_out[C], const uint8_t* pf) {
+    if (b >= b_end) return;
+    constexpr size_t step = 4 * sizeof(typename Fmt::W);  // tile bytes per block
+    typename Lanes<G>::F acc[C];  // local copy: stores through acc_out could alias the Prep, pinning it in memory
+    for (int c = 0; c < C; ++c) acc[c] = acc_out[c];
+    const auto add = [&](const BlockSums<Fmt, G, C>& bs) {
+        for (int c = 0; c < C; ++c) acc[c] = Fmt::accumulate(bs.s[c], bs.sc, p[c], bs.b, acc[c]);
+    };
+    auto prev = block_sums<Fmt, G, C>(w, p, b);
+    for (b += G; b < b_end; b += G) {
+        for (size_t o = 0; o < G * step; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + b * step + o), _MM_HINT_T0);
+        const auto cur = block_sums<Fmt, G, C>(w, p, b);
+        add(prev);
+        prev = cur;
+    }
+    add(prev);
+    for (int c = 0; c < C; ++c) acc_out[c] = acc[c];
+}
+
+// One 4-row x C-column tile (the micro-kernel of tiles.h's walk): G blocks per step, the nb % G last blocks one
+// at a time.
+template <class Fmt, int G, int C>
+inline void quant_tile(int64_t nb, const tiles::RowTile& t, const typename Fmt::Prep* p, float* out, size_t ldo) {
+    const int64_t nb_main = nb / G * G;
+    typename Lanes<G>::F acc[C];
+    __m128 acc1[C];
+    for (int c = 0; c < C; ++c) acc[c] = Lanes<G>::zerof(), acc1[c] = _mm_setzero_ps();
+    tile_blocks<Fmt, G, C>(t.w, p, 0, nb_main, acc, t.next);
+    if (G > 1) tile_blocks<Fmt, 1, C>(t.w, p, nb_main, nb, acc1, t.next);
+    for (int c = 0; c < C; ++c) {
+        const __m128 v = _mm_add_ps(Lanes<G>::sum_lanes(acc[c]), acc1[c]);
+        tiles::store_rows(out + c * ldo + t.r0, v, t.rows, [](float* o, __m128 x) { _mm_storeu_ps(o, x); });
+    }
+}
+
+// Every row tile of C prepared columns.
+template <class Fmt, int G, int C>
+void gemm_rows(int64_t nb, const void* w, size_t ldw, int nr, const typename Fmt::Prep* p, float* out, size_t ldo) {
+    tiles::for_each_tile<C>(w, ldw, nr, C, [&](const tiles::RowTile& t, int, auto) { quant_tile<Fmt, G, C>(nb, t, p, out, ldo); });
+}
+
+// The gemm_fn: activation columns in groups of up to 4, each prepared once and reused by every row tile.
+// Flattened: tiles and block loops inline into one loop nest, as GCC compiled it when the walk was written out
+// here (left to itself it now keeps some tiles out of line).
+template <class Fmt, int G>
+[[gnu::flatten]] void gemm_quant(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
+                size_t ldo) {
+    const int64_t nb = n / QK;
+    const size_t pb = Fmt::prep_bytes(nb);
+    Scratch buf((nc < 4 ? nc : 4) * pb);
+    tiles::for_each_column_group<4>(nc, [&](int c0, auto group) {
+        constexpr int C = decltype(group)::value;
+        typename Fmt::Prep p[C];
+        for (int c = 0; c < C; ++c) p[c] = Fmt::prepare(static_cast<const uint8_t*>(a) + (c0 + c) * lda, nb, buf.p + c * pb);
+        gemm_rows<Fmt, G, C>(nb, w, ldw, nr, p, out + c0 * ldo, ldo);
+    });
+}
+
+// The kernel table of a variant: the quantized gemms take G blocks per step, everything else is the AVX2 function.
+template <int G>
+constexpr Kernels make_kernels(const char* name) {
+    return Kernels{
+        name,
+        avx2::quantize_q8_0,
+        avx2::quantize_q8_1,
+        gemm_quant<Q4_0, G>,
+        gemm_quant<Q4_1, G>,
+        gemm_quant<Q8_0, G>,
+        avx2::gemm_f16,
+        avx2::gemm_f32,
+        avx2::rmsnorm,
+        avx2::softmax,
+        avx2::swiglu,
+        avx2::rope,
+        avx2::max,
+        avx2::sum_exp,
+        avx2::lincomb,
+        avx2::mix_exp,
+        avx2::topk,
+    };
+}
+
+}  // namespace
+}  // namespace floe::x86
