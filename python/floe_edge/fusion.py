@@ -111,10 +111,14 @@ class FusedStep:
 
 @dataclass(frozen=True)
 class EdgeStats:
+    """The edge's distribution at one position, computed once (one exp pass) and passed on to `Fuser.fuse`."""
+
     top1: int
     max_prob: float
     entropy: float  # nats
     needs_cloud: bool  # max_prob < gate
+    max_logit: float
+    lse: float  # log-sum-exp of the logits
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,15 @@ class Fuser:
         cloud_ids: Optional[npt.NDArray[np.int32]] = None,
         cloud_logprobs: Optional[npt.NDArray[np.float32]] = None,
         cloud_dense: Optional[npt.NDArray[np.float32]] = None,
+        edge_stats: Optional[EdgeStats] = None,
     ) -> FusedStep:
-        """Fuse the edge logits with the cloud's top-k (ids + log-probs), its dense log-probs, or nothing."""
+        """Fuse the edge logits with the cloud's top-k (ids + log-probs), its dense log-probs, or nothing.
+        ``edge_stats``: `edge_stats()` of these logits, when the caller has it: the fusion then makes no exp pass
+        over the edge logits of its own (the result is the same)."""
+        s = edge_stats
+        known = None if s is None else (s.top1, s.max_prob, s.entropy, s.needs_cloud, s.max_logit, s.lse)
         ids, lps, we, wc, gated, normalized, e1, c1, he, hc = self._impl.fuse(
-            edge_logits, cloud_ids, cloud_logprobs, cloud_dense)
+            edge_logits, cloud_ids, cloud_logprobs, cloud_dense, known)
         return FusedStep(ids, lps, we, wc, gated, normalized, e1, None if c1 < 0 else c1,
                          None if he < 0 else he, None if hc < 0 else hc)
 

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "bind_common.h"
 #include "floe/fusion.h"
@@ -68,7 +69,11 @@ public:
     }
 
     // make_tuple's result is typed (pybind11 >= 3): the generated stub names every element.
-    auto fuse(const F32Array& edge, const OptI32Array& ids, const OptF32Array& lps, const OptF32Array& dense) {
+    // known: edge_stats() of these logits, as its tuple (top1, max_prob, entropy, needs_cloud, max_logit, lse)
+    using Known = std::tuple<int32_t, float, double, bool, float, double>;
+
+    auto fuse(const F32Array& edge, const OptI32Array& ids, const OptF32Array& lps, const OptF32Array& dense,
+              const std::optional<Known>& known) {
         const float* e = view<float>(edge, "edge_logits", "float32", cfg_.n_vocab);
         fusion::Cloud cl;
         if (!ids.is_none() || !lps.is_none()) {
@@ -83,11 +88,13 @@ public:
         } else if (!dense.is_none()) {
             cl.dense = view<float>(dense, "cloud_dense", "float32", cfg_.n_vocab);
         }
+        fusion::EdgeStats ks;
+        if (known) std::tie(ks.top1, ks.max_prob, ks.entropy, ks.needs_cloud, ks.max_logit, ks.lse) = *known;
         fusion::Step st;
         {
             py::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(mutex_);  // scratch is per Fuser
-            st = fusion::fuse(*k_, cfg_, e, cl, scratch_);
+            st = fusion::fuse(*k_, cfg_, e, cl, scratch_, known ? &ks : nullptr);
         }
         return py::make_tuple(to_array(st.ids, st.n), to_array(st.logprobs, st.n), st.w_edge, st.w_cloud, st.gated,
                               st.normalized, st.edge_top1, st.cloud_top1, st.edge_entropy, st.cloud_entropy);
@@ -100,7 +107,7 @@ public:
             py::gil_scoped_release release;
             s = fusion::edge_stats(*k_, cfg_, e);
         }
-        return py::make_tuple(s.top1, s.max_prob, s.entropy, s.needs_cloud);
+        return py::make_tuple(s.top1, s.max_prob, s.entropy, s.needs_cloud, s.max_logit, s.lse);
     }
 
     const fusion::Config& config() const { return cfg_; }
@@ -164,10 +171,11 @@ void bind_fusion(py::module_& m) {
              "A fusion step for n_vocab tokens with these settings (floe_edge.fusion.Fuser documents them).")
         .def("fuse", &PyFuser::fuse, py::arg("edge_logits"), py::arg("cloud_ids") = py::none(),
              py::arg("cloud_logprobs") = py::none(), py::arg("cloud_dense") = py::none(),
+             py::arg("edge_stats") = py::none(),
              "-> (ids, logprobs, w_edge, w_cloud, gated, normalized, edge_top1, cloud_top1, edge_entropy, "
              "cloud_entropy)")
         .def("edge_stats", &PyFuser::edge_stats, py::arg("edge_logits"),
-             "-> (top1, max_prob, entropy, needs_cloud)")
+             "-> (top1, max_prob, entropy, needs_cloud, max_logit, lse)")
         .def_property_readonly("variant", &PyFuser::variant, "The kernel variant the fusion passes run on.");
 
     py::class_<PySampler>(m, "FusionSampler", "Seeded sampler over a fused top-k (see floe_edge.fusion.FusedSampler).")

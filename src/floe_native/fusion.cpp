@@ -229,11 +229,12 @@ EdgeStats edge_stats(const Kernels& k, const Config& c, const float* edge) {
     Dist d;
     scan(k, edge, c.n_vocab, 1, true, "edge logits", &d);
     const float pmax = static_cast<float>(std::exp(d.max - d.lse));
-    return {d.top1, pmax, static_cast<float>(d.entropy), pmax < c.gate};
+    return {d.top1, pmax, d.entropy, pmax < c.gate, d.max, d.lse};
 }
 
 // Weights: static, or the adaptive rule; then the gate. Linear fusion normalizes them to sum 1.
-Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& cloud, std::vector<float>& scratch) {
+Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& cloud, std::vector<float>& scratch,
+          const EdgeStats* known) {
     const int64_t V = c.n_vocab;
     const bool sparse = cloud.ids != nullptr || cloud.logprobs != nullptr;
     require(!(sparse && cloud.dense), "cloud evidence is either dense or sparse, not both");
@@ -249,7 +250,12 @@ Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& clo
     const int k_sparse = sparse ? std::clamp(cloud.k, 0, kMaxK) : 0;
     Dist e;
     const int want = static_cast<int>(std::min<int64_t>(c.top_k + k_sparse, V));
-    scan(k, edge, V, want, edge_entropy || linear, "edge logits", &e);
+    scan(k, edge, V, want, (edge_entropy || linear) && !known, "edge logits", &e);
+    if (known) {
+        require(known->top1 == e.top1 && known->max_logit == e.max, "edge statistics of other logits");
+        e.lse = known->lse;  // also the edge-only normalizer, below
+        if (edge_entropy || linear) e.entropy = known->entropy;
+    }
     st.edge_top1 = e.top1;
     if (!std::isnan(e.entropy)) st.edge_entropy = static_cast<float>(e.entropy);
 

@@ -149,7 +149,7 @@ class Run:
         ev = st.evidence.get(st.head)
         if ev is not None:
             evidence, cloud_tok = ev
-            fused = p.fuser.fuse(st.logits[0], evidence.ids, evidence.logprobs)
+            fused = p.fuser.fuse(st.logits[0], evidence.ids, evidence.logprobs, edge_stats=st.edge_stats(0))
             tok = p.sampler.sample(fused, st.committed)
             return Emit(tok.token, Source.CLOUD_DRAFT if cloud_tok == tok.token else Source.FUSED, tok.logprob)
         if cloud is None:
@@ -180,7 +180,7 @@ class Run:
         return arrival <= deadline - margin and arrival - now < 2 * (sch.edge_token_ms.ewma or 0.0) / 1e3
 
     def _edge_token(self, source: Source) -> Emit:
-        fused = self.parts.fuser.fuse(self.state.logits[0])
+        fused = self.parts.fuser.fuse(self.state.logits[0], edge_stats=self.state.edge_stats(0))
         tok = self.parts.sampler.sample(fused, self.state.committed)
         return Emit(tok.token, source, tok.logprob)
 

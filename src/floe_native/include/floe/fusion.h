@@ -54,8 +54,11 @@ struct Cloud {
 
 struct EdgeStats {
     int32_t top1;
-    float max_prob, entropy;  // entropy in nats
-    bool needs_cloud;         // max_prob < gate
+    float max_prob;
+    double entropy;     // nats
+    bool needs_cloud;   // max_prob < gate
+    float max_logit;
+    double lse;         // log-sum-exp of the logits
 };
 
 struct Step {
@@ -72,7 +75,10 @@ struct Step {
 // One fusion step. scratch (grown to n_vocab floats when a dense pass needs it) is the caller's, reused per token:
 // once it has grown, a step allocates nothing (candidates live in fixed arrays). Throws std::invalid_argument on
 // bad input (ids out of range or repeated, +inf, no finite edge logit).
-Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& cloud, std::vector<float>& scratch);
+// known: edge_stats() of these very logits, computed once per position: fuse then makes no exp pass over the edge
+// logits of its own (same result; throws when its top-1 or max differ from the logits').
+Step fuse(const Kernels& k, const Config& c, const float* edge, const Cloud& cloud, std::vector<float>& scratch,
+          const EdgeStats* known = nullptr);
 EdgeStats edge_stats(const Kernels& k, const Config& c, const float* edge);
 
 // log-softmax of x into out (may alias), and log-sum-exp; NaN counts as -inf, all -inf / +inf is an error.
