@@ -19,14 +19,24 @@ GGUF_TYPES = {
 
 
 def gguf_reference(x: np.ndarray, qtype: str) -> np.ndarray:
-    """gguf.quants' bytes, with one documented difference from ggml's C reference that we follow: for a q4_0
-    block of zeros, ggml computes d = max / -8 with max starting at +0.0, giving d = -0.0 (0x8000) even for a
-    block of -0.0 values, where gguf's numpy takes the signed -0.0 and writes +0.0. Both decode to zeros."""
+    """gguf.quants' bytes, with two documented differences from ggml's C reference, which we follow; both are the
+    sign of a zero and decode to the same values:
+    - q4_0, a block of zeros: ggml computes d = max / -8 with max starting at +0.0, giving d = -0.0 (0x8000) even
+      for a block of -0.0 values, where gguf's numpy takes the signed -0.0 and writes +0.0;
+    - q4_1, a block whose minimum is zero: ggml keeps the first zero of the block (`if (v < min) min = v`), where
+      numpy's min reduction returns one of the zeros in an order of its own."""
     want = gguf_quantize(x.reshape(1, -1), GGUF_TYPES[qtype]).reshape(-1).copy()
+    blocks_x = x.reshape(-1, 32)
     if qtype == "q4_0":
         blocks = want.reshape(-1, 18)
-        zero = np.all(x.reshape(-1, 32) == 0, axis=1)
+        zero = np.all(blocks_x == 0, axis=1)
         blocks[zero, 0:2] = np.array([0, 0x80], np.uint8)
+    if qtype == "q4_1":
+        blocks = want.reshape(-1, 20)
+        for b, xs in enumerate(blocks_x):
+            if xs.min() == 0:
+                first_zero = xs[np.flatnonzero(xs == 0)[0]]
+                blocks[b, 2:4] = np.array([0, 0x80 if np.signbit(first_zero) else 0], np.uint8)
     return want
 
 
