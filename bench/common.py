@@ -26,14 +26,27 @@ def load() -> str:
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def cpu_key() -> str:
+    """A short name of this CPU for section markers: one table per benchmark and CPU (e.g. amd-epyc-f25-m17)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    field = lambda k: (re.findall(rf"^{k}\s*:\s*(.+)$", info, re.M) or [""])[0].strip()  # noqa: E731
+    vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(field("vendor_id"), platform.machine())
+    family = f"-f{field('cpu family')}-m{field('model')}" if field("cpu family") else ""
+    return f"{vendor}{family}".lower()
+
+
 def write_section(name: str, section: str) -> None:
-    """Replace (or append) the text between <!-- name:begin --> and <!-- name:end --> in BENCHMARKS.md."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    """Replace the text between <!-- name@cpu:begin --> and <!-- name@cpu:end --> in BENCHMARKS.md for this CPU, or
+    add it after the other CPUs' sections of the same benchmark (or at the end): each CPU keeps its own table."""
+    key = f"{name}@{cpu_key()}"
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
     section = section if section.startswith(begin) else f"{begin}\n{section.rstrip()}\n{end}"
     text = BENCH_MD.read_text() if BENCH_MD.exists() else (
         "# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section is rewritten by its script.\n")
     if begin in text and end in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+        ends = [m.end() for m in re.finditer(rf"<!-- {re.escape(name)}@[\w-]+:end -->", text)]
+        at = ends[-1] if ends else len(text.rstrip("\n"))
+        text = text[:at] + "\n\n" + section + text[at:] + ("" if ends else "\n")
     BENCH_MD.write_text(text)
