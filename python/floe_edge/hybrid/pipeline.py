@@ -71,7 +71,8 @@ class Request:
 class CloudPipeline:
     def __init__(self, parts: Parts, state: SpeculativeState, stats: HybridStats, n: int, shared_ids: list[int],
                  prompt_bytes: bytes, trace: Callable[[str], None]) -> None:
-        assert parts.cloud is not None and parts.io is not None, "a pipeline needs a cloud"
+        if parts.cloud is None or parts.io is None:
+            raise ValueError("a cloud pipeline needs a cloud and an IO loop")
         self.cloud: CloudBackend = parts.cloud
         self.io: IOLoop = parts.io
         self.parts, self.state, self.stats, self.n = parts, state, stats, n
