@@ -24,8 +24,8 @@ _LIB_FUNCTIONS = ((("bars", "barplot", "colbars"), "draw a bar chart of"),
 TEMPLATES = {
     "call": Phrasings(train=("def report(path):\n    # {lib} {helper}\n    return",
                              "# {lib} {helper}\nresult ="),
-                      test=("def make_report(path: str) -> None:\n    \"\"\"{lib} {helper}, using my own helper.\"\"\"\n"
-                            "    return",)),
+                      test=("def make_report(path: str) -> None:\n"
+                            "    \"\"\"{lib} {helper}, using my own helper.\"\"\"\n    return",)),
 }
 
 
@@ -45,7 +45,8 @@ class Helper:
     purpose: str
 
     def source(self) -> str:
-        return f"def {self.name}(path: str) -> list[float]:\n    \"\"\"{self.purpose.capitalize()}, from my files.\"\"\""
+        doc = f"{self.purpose.capitalize()}, from my files."
+        return f"def {self.name}(path: str) -> list[float]:\n    \"\"\"{doc}\"\"\""
 
 
 def catalogue(rng: random.Random, coin: Coiner) -> list[Library]:

@@ -31,7 +31,8 @@ _CAPABILITIES = {
 TEMPLATES = {
     "brightness": Phrasings(train=("Dim the {dev} to {v}%", "Set the {dev} brightness to {v}%",
                                    "Make the {dev} {v}% bright"),
-                            test=("Could you put the {dev} at {v} percent brightness?", "I want the {dev} at {v}% please")),
+                            test=("Could you put the {dev} at {v} percent brightness?",
+                                  "I want the {dev} at {v}% please")),
     "volume": Phrasings(train=("Set the {dev} volume to {v}%", "Turn the {dev} to {v}% volume"),
                         test=("Can the {dev} play at {v} percent?",)),
     "temperature": Phrasings(train=("Set the {dev} to {v} degrees", "Heat the {dev} to {v} degrees"),
@@ -45,6 +46,8 @@ TEMPLATES = {
 
 @dataclass(frozen=True)
 class Vendor:
+    """A device maker as the cloud knows it: the function it names for each capability and its calling style."""
+
     name: str
     kind: str
     functions: dict[str, str]  # capability -> function name

@@ -16,19 +16,12 @@ _BOOKINGS = {"dentist appointment": "Dental Clinic", "dinner reservation": "Bist
 _WORKPLACES = ("Library", "Bakery", "Museum", "Pharmacy", "Bookshop", "School")
 _RELATIONS = ("sister", "brother", "neighbour", "colleague", "best friend", "cousin", "landlord", "coach")
 _STREETS = ("Street", "Lane", "Road", "Square", "Way")
-TEMPLATES = {
-    "booking_where": Phrasings(train=("Where is my {kind}?", "Where do I need to go for my {kind}?"),
-                               test=("Remind me when and where my {kind} is.",)),
-    "booking_close": Phrasings(train=("What time does the place of my {kind} close?",
-                                      "Until when is the place of my {kind} open?"),
-                               test=("Will the place of my {kind} still be open after it?",)),
-    "contact_work": Phrasings(train=("Where does my {relation} work?", "What is the address of my {relation}'s work?"),
-                              test=("If I want to visit my {relation} at work, where do I go?",)),
-}
 
 
 @dataclass(frozen=True)
 class Place:
+    """A place of the (made-up) world: only the cloud knows where it is and when it opens."""
+
     name: str
     kind: str
     address: str
@@ -36,7 +29,21 @@ class Place:
     closes: str
 
     def fact(self) -> str:
+        """The place as a line of the knowledge base the cloud retrieves from."""
         return f"{self.name}: {self.address}; open {self.opens} to {self.closes}."
+
+
+@dataclass(frozen=True)
+class QAWorld:
+    """One user's private world for QA: whom they know and what they booked."""
+
+    contacts: list[Contact]
+    bookings: list[Booking]
+
+    def private_text(self) -> str:
+        contacts = [f"- {c.name} ({c.relation}), works at {c.workplace.name}" for c in self.contacts]
+        bookings = [f"- {b.kind}: {b.day} {b.time} at {b.place.name}" for b in self.bookings]
+        return "Contacts:\n" + "\n".join(contacts) + "\nBookings:\n" + "\n".join(bookings)
 
 
 @dataclass(frozen=True)
@@ -49,20 +56,22 @@ class Booking:
 
 @dataclass(frozen=True)
 class Contact:
+    """Someone the user knows, and where they work: private."""
+
     name: str
     relation: str
     workplace: Place
 
 
-@dataclass(frozen=True)
-class QAWorld:
-    contacts: list[Contact]
-    bookings: list[Booking]
-
-    def private_text(self) -> str:
-        contacts = [f"- {c.name} ({c.relation}), works at {c.workplace.name}" for c in self.contacts]
-        bookings = [f"- {b.kind}: {b.day} {b.time} at {b.place.name}" for b in self.bookings]
-        return "Contacts:\n" + "\n".join(contacts) + "\nBookings:\n" + "\n".join(bookings)
+TEMPLATES = {
+    "booking_where": Phrasings(train=("Where is my {kind}?", "Where do I need to go for my {kind}?"),
+                               test=("Remind me when and where my {kind} is.",)),
+    "booking_close": Phrasings(train=("What time does the place of my {kind} close?",
+                                      "Until when is the place of my {kind} open?"),
+                               test=("Will the place of my {kind} still be open after it?",)),
+    "contact_work": Phrasings(train=("Where does my {relation} work?", "What is the address of my {relation}'s work?"),
+                              test=("If I want to visit my {relation} at work, where do I go?",)),
+}
 
 
 def catalogue(rng: random.Random, coin: Coiner) -> list[Place]:
