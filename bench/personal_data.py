@@ -121,18 +121,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         hits = measure(slm, records)
     source = f"`{args.data}`" if args.data else (f"generated (`floe data generate --users {args.users} --seed "
                                                   f"{args.seed} --test-per-task {args.test_per_task}`)")
-    cmd = "python bench/personal_data.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python bench/personal_data.py", *(argv if argv is not None else sys.argv[1:])])
+    run = (f"`{command}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, load {load()}, kernels "
+           f"`{kernels.active_variant()}`, {args.threads} threads. Data: {source}, the held-out split.")
     lines = [
-        "## Personal data: what each side knows (held-out top-1, SmolLM2-135M)", "",
-        f"`{cmd.strip()}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, load {load()}, kernels "
-        f"`{kernels.active_variant()}`, {args.threads} threads. Data: {source}, the held-out split.", "",
+        "## Personal data: what each side knows (held-out top-1, SmolLM2-135M)", "", run, "",
         "Teacher-forced top-1 on the completion tokens (their count in brackets); the span columns score only the "
         "tokens of the span the private context alone holds and of the span the cloud context alone holds.", "",
         *table(hits, records),
     ]
-    if not args.no_write:
-        write_section("personal-data", "\n".join(lines))
-    print("\n".join(lines))
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:  # printed first: the table is not lost if BENCHMARKS.md cannot be written
+        write_section("personal-data", report)
     return 0
 
 

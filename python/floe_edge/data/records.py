@@ -55,8 +55,8 @@ class Record:
         return cls(**{k: obj[k] for k in FIELDS}, extra={k: v for k, v in obj.items() if k not in FIELDS})
 
     def to_json(self) -> dict[str, Any]:
-        """The section 9 keys in their order, then the extra keys."""
-        return {**{k: getattr(self, k) for k in FIELDS}, **self.extra}
+        """The section 9 keys in their order, then the extra keys (never overriding a section 9 key)."""
+        return {**{k: getattr(self, k) for k in FIELDS}, **{k: v for k, v in self.extra.items() if k not in FIELDS}}
 
 
 def _join(context: str, prompt: str) -> str:
