@@ -28,7 +28,7 @@ else:  # pragma: no cover - the same parser, from PyPI before 3.11
     import tomli as tomllib
 
 __all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "LoraSettings", "Profile",
-           "ProfileError", "detect", "list_profiles", "load_profile", "profile_dirs"]
+           "ProfileError", "detect", "list_profiles", "load_profile", "parse_profile", "profile_dirs"]
 
 BACKENDS = ("native", "litert")  # litert: the NPU/GPU through LiteRT delegates (planned for snapdragon-8gen2)
 VARIANTS = ("ref", "avx2", "avx512", "neon", "neon_dotprod")  # every native kernel variant, on any CPU
