@@ -291,3 +291,10 @@ def test_profile_is_frozen() -> None:
     p: Profile = load_profile("rpi4")
     with pytest.raises(AttributeError):
         p.threads = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("argv", [["profile"], ["profile", "detect"], ["profile", "show"], ["profile", "list"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"usage: floe {' '.join(argv)}")
