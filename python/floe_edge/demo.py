@@ -94,11 +94,13 @@ def _stream(tokens: Iterator[HybridToken], console: Any, label: str) -> tuple[st
 
 
 def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_model: str = "gemma3-270m",
-             profile: Optional[Profile] = None, deadline_ms: float = 200.0, pace: Optional[float] = None,
-             fusion: str = "assistant", n: int = 32, prompts: Sequence[str] = PROMPTS) -> list[Row]:
+             profile: Optional[Profile] = None, edge_variant: Optional[str] = None, deadline_ms: float = 200.0,
+             pace: Optional[float] = None, fusion: str = "assistant", n: int = 32,
+             prompts: Sequence[str] = PROMPTS) -> list[Row]:
     """Generate every prompt three ways, streamed to `console` (a rich Console), then print the summary table.
 
-    The network between edge and cloud is `profile` (default: 30 ms round trip); returns one Row per prompt and way.
+    The network between edge and cloud is `profile` (default: 30 ms round trip); the edge runs the kernels of
+    `edge_variant` (default: the best this CPU runs). Returns one Row per prompt and way.
     """
     from . import models
     from .cloud.client import CloudError, FloeCloudBackend
@@ -120,7 +122,7 @@ def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_mod
     rows: list[Row] = []
     with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024, extra_args=["--max-sessions-per-key", "64"]) as cloud, \
             NetemProxy(upstream=cloud.address, profile=profile) as proxy, \
-            NativeSLM(edge_path, threads=1, n_ctx=1024) as edge:
+            NativeSLM(edge_path, threads=1, n_ctx=1024, variant=edge_variant) as edge:
         _pin_to(0)
         url = f"http://127.0.0.1:{proxy.port}"
         link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)

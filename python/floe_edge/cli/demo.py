@@ -7,6 +7,7 @@ import json
 import sys
 
 from ._types import Subparsers
+from .profile import add_profile_option, apply_profile, unset
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -18,13 +19,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ImportError:
         print("floe demo needs rich: pip install 'floe-edge[demo]'", file=sys.stderr)
         return 2
+    apply_profile(args)
     if args.profile:
         profile = PROFILES[args.profile]
     else:
         profile = Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
     rows = run_demo(Console(stderr=args.json), edge_model=args.edge_model, cloud_model=args.cloud_model,
-                    profile=profile, deadline_ms=args.deadline_ms, pace=args.pace, fusion=args.fusion, n=args.n,
-                    prompts=args.prompt or PROMPTS)
+                    profile=profile, edge_variant=args.variant, deadline_ms=args.deadline_ms, pace=args.pace,
+                    fusion=args.fusion, n=args.n, prompts=args.prompt or PROMPTS)
     if args.json:  # the display went to stderr
         print(json.dumps([row.as_json() for row in rows]))
     return 0
@@ -38,11 +40,14 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--jitter", type=float, default=0.0, help="jitter in ms")
     p.add_argument("--loss", type=float, default=0.0, help="segment loss probability (TCP: retransmission delay)")
     p.add_argument("--profile", help="a named netem profile instead of --rtt/--jitter/--loss (lan, wifi, lte, ...)")
-    p.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline")
+    p.add_argument("--deadline-ms", type=float, default=unset(200.0), help="per-token deadline")
     p.add_argument("--pace", type=float, default=None,
                    help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
-    p.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
+    p.add_argument("--fusion", default=unset("assistant"), help="fusion preset: assistant, code, commands, adaptive")
     p.add_argument("-n", type=int, default=32, help="tokens per prompt")
     p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
-    p.set_defaults(func=_cmd_demo)
+    # --profile here is the network (netem) profile, as before: the hardware profile is --hw-profile
+    add_profile_option(p, "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",
+                       note=" (not its threads: the demo pins the edge to one core)")
+    p.set_defaults(func=_cmd_demo, variant=None)

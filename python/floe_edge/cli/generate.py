@@ -8,6 +8,7 @@ import os
 import sys
 
 from ._types import Subparsers
+from .profile import add_profile_option, apply_profile, unset
 from .progress import resolve_model
 
 
@@ -15,11 +16,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from ..sampling import Sampler
     from ..slm import NativeSLM
 
+    apply_profile(args)
     if args.cloud:
         return _cmd_generate_hybrid(args)
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                       repeat_penalty=args.repeat_penalty, seed=args.seed)
-    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
+    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
         ids, pieces = [], []
         for tok in slm.generate(args.prompt, n=args.n, sampler=sampler):
             if tok.id >= 0:
@@ -49,7 +51,7 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
     sampler = FusedSampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                            repeat_penalty=args.repeat_penalty, seed=args.seed)
     key = args.api_key or os.environ.get("FLOE_API_KEY")
-    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx) as slm:
+    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
         link = (OpenAICompletionsBackend(args.cloud, slm.tokenizer, api_key=key) if args.openai
                 else FloeCloudBackend(args.cloud, slm.tokenizer, api_key=key))
         with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
@@ -77,7 +79,7 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--model", default="smollm2-135m", help="model name or GGUF path (default smollm2-135m)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("-n", type=int, default=64, help="tokens to generate")
-    gen.add_argument("--threads", type=int, default=1)
+    gen.add_argument("--threads", type=int, default=unset(1))
     gen.add_argument("--ctx", type=int, default=2048, help="context size (tokens)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=0)
@@ -89,10 +91,13 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--cloud", metavar="URL", help="fuse with a cloud: `floe cloud serve` (or --openai) at URL")
     gen.add_argument("--openai", action="store_true", help="the cloud is an OpenAI-compatible /v1/completions")
     gen.add_argument("--api-key", help="the cloud's key (default $FLOE_API_KEY)")
-    gen.add_argument("--deadline-ms", type=float, default=200.0, help="per-token deadline (with --cloud)")
+    gen.add_argument("--deadline-ms", type=float, default=unset(200.0), help="per-token deadline (with --cloud)")
     gen.add_argument("--pace", type=float, default=None,
                      help="with --cloud: wait for the cloud only while the answer stays within PACE x the edge's own "
                           "time per token (e.g. 1.1)")
-    gen.add_argument("--fusion", default="assistant", help="fusion preset: assistant, code, commands, adaptive")
+    gen.add_argument("--fusion", default=unset("assistant"), help="fusion preset: assistant, code, commands, adaptive")
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
+    gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
+                                       "CPU runs; `floe info` lists them)")
+    add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion")
     gen.set_defaults(func=_cmd_generate)
