@@ -16,7 +16,8 @@ namespace {
 
 constexpr const char* kProjNames[kNumProj] = {"attn_q", "attn_k", "attn_v", "attn_output",
                                               "ffn_gate", "ffn_up", "ffn_down"};
-constexpr int64_t kRowChunk = 16;  // output rows of one task, as matmul's chunks
+constexpr int64_t kRowChunk = 16;   // rows handed to threads together, as matmul's chunks
+constexpr int64_t kRowBlock = 256;  // rows of one gemm call (fewer calls; scratch stays small)
 
 const Weight& base_weight(const LayerWeights& l, Proj p) {
     const Weight* w[kNumProj] = {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
@@ -200,8 +201,27 @@ MatmulJob lora_a_job(const LoraPair& pair, float* t) {
 }
 
 size_t lora_scratch_floats(int n, int n_threads) {
-    return 2 * static_cast<size_t>(kRowChunk) * n * n_threads;  // per thread: tmp + delta of kRowChunk rows x n
+    return 2 * static_cast<size_t>(kRowBlock) * n * n_threads;  // per thread: tmp + delta of kRowBlock rows x n
 }
+
+namespace {
+
+// Rows [r0, r0 + nr) of one site: tmp = B t per term, delta = sum of scale * tmp, then y += delta.
+void apply_rows(const Kernels& k, const LoraSite& site, int64_t r0, int nr, int n, float* tmp, float* delta) {
+    for (int i = 0; i < site.n_terms; ++i) {
+        const LoraTerm& term = site.terms[i];
+        const LoraPair& p = *term.pair;
+        const size_t ldb = row_size(p.b_type, p.r);
+        k.gemm(p.b_type)(p.r, static_cast<const char*>(p.b) + r0 * ldb, ldb, nr, term.t, p.r * sizeof(float), n, tmp,
+                         nr);
+        for (int64_t j = 0; j < static_cast<int64_t>(nr) * n; ++j)
+            delta[j] = i == 0 ? term.scale * tmp[j] : delta[j] + term.scale * tmp[j];
+    }
+    for (int c = 0; c < n; ++c)
+        for (int row = 0; row < nr; ++row) site.y[c * site.ldy + r0 + row] += delta[c * nr + row];
+}
+
+}  // namespace
 
 void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, ThreadPool& pool,
                 std::vector<float>& scratch) {
@@ -213,6 +233,7 @@ void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, Thr
     pool.run([&](int tid, int nth) {
         float* tmp = &scratch[per_thread * tid];
         float* delta = tmp + per_thread / 2;
+        // This thread's contiguous share of all chunks, walked site by site in blocks of up to kRowBlock rows.
         const int64_t c0 = chunks * tid / nth, c1 = chunks * (tid + 1) / nth;
         int64_t first = 0;  // the site's first chunk
         for (int s = 0; s < n_sites && first < c1; ++s) {
@@ -221,22 +242,9 @@ void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, Thr
             const int64_t site_chunks = (site.rows + kRowChunk - 1) / kRowChunk;
             const int64_t lo = std::max(c0, first) - first, hi = std::min(c1, first + site_chunks) - first;
             first += site_chunks;
-            for (int64_t chunk = lo; chunk < hi; ++chunk) {
-                const int64_t r0 = chunk * kRowChunk;
-                const int nr = static_cast<int>(std::min(kRowChunk, site.rows - r0));
-                for (int i = 0; i < site.n_terms; ++i) {
-                    const LoraTerm& term = site.terms[i];
-                    const LoraPair& p = *term.pair;
-                    const size_t ldb = row_size(p.b_type, p.r);
-                    // tmp[c][row] = (B t_c)[r0 + row]
-                    k.gemm(p.b_type)(p.r, static_cast<const char*>(p.b) + r0 * ldb, ldb, nr, term.t,
-                                     p.r * sizeof(float), n, tmp, nr);
-                    for (int64_t j = 0; j < static_cast<int64_t>(nr) * n; ++j)
-                        delta[j] = i == 0 ? term.scale * tmp[j] : delta[j] + term.scale * tmp[j];
-                }
-                for (int c = 0; c < n; ++c)
-                    for (int row = 0; row < nr; ++row) site.y[c * site.ldy + r0 + row] += delta[c * nr + row];
-            }
+            const int64_t end = std::min(site.rows, hi * kRowChunk);
+            for (int64_t r0 = lo * kRowChunk; r0 < end; r0 += kRowBlock)
+                apply_rows(k, site, r0, static_cast<int>(std::min(kRowBlock, end - r0)), n, tmp, delta);
         }
     });
 }
