@@ -9,7 +9,7 @@ import numpy
 import numpy.typing
 import os
 import typing
-__all__: list[str] = ['Cancelled', 'ContextOverflowError', 'Decoder', 'Fuser', 'FusionSampler', 'GGUFError', 'GGUFFile', 'Model', 'ModelError', 'StreamDecoder', 'Tokenizer', 'active_variant', 'apply_repeat_penalty', 'cpu_features', 'dequantize', 'log_softmax', 'logsumexp', 'matmul', 'matvec', 'quantize', 'quantize_activations', 'remap_topk', 'rmsnorm', 'rope', 'softmax', 'swiglu', 'topk', 'variants']
+__all__: list[str] = ['Adapter', 'Cancelled', 'ContextOverflowError', 'Decoder', 'Fuser', 'FusionSampler', 'GGUFError', 'GGUFFile', 'Model', 'ModelError', 'StreamDecoder', 'Tokenizer', 'active_variant', 'apply_repeat_penalty', 'cpu_features', 'dequantize', 'log_softmax', 'logsumexp', 'matmul', 'matvec', 'quantize', 'quantize_activations', 'remap_topk', 'rmsnorm', 'rope', 'softmax', 'swiglu', 'topk', 'variants']
 class GGUFError(ValueError):
     pass
 class GGUFFile:
@@ -78,6 +78,34 @@ class Model:
         """
         Size of the GGUF file, in bytes.
         """
+class Adapter:
+    """
+    A LoRA adapter in llama.cpp's GGUF format, validated against a Model.
+    """
+    def __init__(self, path: str, model: Model) -> None:
+        """
+        Load an adapter for model (GGUFError for a malformed file, ModelError when it is not a LoRA adapter for this model: the message names the tensor and the problem).
+        """
+    @property
+    def alpha(self) -> float:
+        """
+        adapter.lora.alpha (0 when absent: scale = user scale).
+        """
+    @property
+    def max_rank(self) -> int:
+        """
+        Largest rank of its pairs.
+        """
+    @property
+    def n_pairs(self) -> int:
+        """
+        Adapted tensors.
+        """
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """
+        (base tensor name, rank) of every adapted tensor, in layer and projection order.
+        """
 class Decoder:
     """
     Forward pass with a KV cache over a thread pool.
@@ -98,9 +126,18 @@ class Decoder:
         """
         Empty the KV cache.
         """
+    def set_adapters(self, adapters: collections.abc.Sequence[tuple[Adapter, typing.SupportsFloat | typing.SupportsIndex]], keep_cache: bool = False) -> None:
+        """
+        Replace the LoRA adapters by [(adapter, scale), ...] (empty: none), waiting for a running eval to end. Unless keep_cache, the next eval first recomputes the cached tokens under the new adapters.
+        """
     def truncate(self, n_past: typing.SupportsInt | typing.SupportsIndex) -> None:
         """
         Forget the cached positions from n_past on (0 <= n_past <= self.n_past).
+        """
+    @property
+    def cache_stale(self) -> bool:
+        """
+        Will the next eval recompute the cached prefix (after an adapter swap)?
         """
     @property
     def n_ctx(self) -> int:
@@ -116,6 +153,11 @@ class Decoder:
     def n_threads(self) -> int:
         """
         Threads of the pool.
+        """
+    @property
+    def recomputed_tokens(self) -> int:
+        """
+        Cached positions recomputed after adapter swaps, in total.
         """
 class Tokenizer:
     """

@@ -59,6 +59,7 @@ class NativeSLM:
         self._tokenizer = _native.Tokenizer.from_gguf(str(self.path))
         self._config: dict[str, object] = dict(self._model.config)
         self._metadata: Optional[dict[str, object]] = None
+        self._adapters: list[tuple[_native.Adapter, float]] = []
         self.last_stats = GenerationStats()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -120,6 +121,29 @@ class NativeSLM:
     def text_stream(self) -> "_native.StreamDecoder":
         """A decoder of generated ids to text, as UTF-8 characters complete."""
         return _native.StreamDecoder(self._tokenizer)
+
+    # -- LoRA adapters ---------------------------------------------------------------------------
+    def load_adapter(self, path: Union[str, os.PathLike]) -> "_native.Adapter":
+        """A LoRA adapter in llama.cpp's GGUF format, validated against this model (GGUFError for a malformed
+        file, ModelError for one that is not a LoRA adapter for this model, naming the tensor and the problem)."""
+        if self._model is None:
+            raise ModelClosedError(f"model {self.path.name} is closed")
+        return _native.Adapter(os.fspath(path), self._model)
+
+    def set_adapters(self, adapters: Sequence[tuple["_native.Adapter", float]], keep_cache: bool = False) -> None:
+        """Apply these adapters with their scales from the next eval on (empty: none); base weights are untouched.
+        An eval running on another thread is waited for: a swap never lands inside one. The cached tokens' keys and
+        values were computed under the old adapters, so unless keep_cache the next eval first recomputes them."""
+        for item in adapters:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], _native.Adapter)):
+                raise TypeError("set_adapters takes a list of (adapter, scale) pairs, adapters from load_adapter()")
+        self._live().set_adapters([(a, float(scale)) for a, scale in adapters], keep_cache)
+        self._adapters = list(adapters)
+
+    @property
+    def adapters(self) -> list[tuple["_native.Adapter", float]]:
+        """The active (adapter, scale) pairs."""
+        return list(self._adapters)
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], logits: Literal["all", "last"] = "all",

@@ -1,14 +1,17 @@
-// Python view of the native decoder: Model (validated GGUF weights) and Decoder (KV cache + forward pass).
+// Python view of the native decoder: Model (validated GGUF weights), Adapter (a LoRA adapter validated against a
+// Model) and Decoder (KV cache + forward pass).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <pybind11/typing.h>
 
 #include <chrono>
+#include <mutex>
 #include <optional>
 
 #include "bind_common.h"
 #include "floe/decoder.h"
+#include "floe/lora.h"
 #include "floe/model.h"
 
 namespace py = pybind11;
@@ -16,7 +19,8 @@ using namespace floe;
 
 namespace {
 
-// Decoder plus the cancel flag Python can raise from another thread. A cancel() is consumed by an eval: the one
+// Decoder plus the cancel flag Python can raise from another thread, and a lock held by every eval: an adapter swap
+// from another thread waits for the running eval to finish, so a swap always falls between evals. A cancel() is consumed by an eval: the one
 // running, or else the next one (which then raises Cancelled before its first layer). Every eval clears the flag
 // when it ends, however it ends, so a cancel is never lost to an eval starting and never outlives the eval it hit.
 struct PyDecoder {
@@ -24,6 +28,7 @@ struct PyDecoder {
         : decoder(std::move(m), n_ctx, threads, k) {}
     Decoder decoder;
     std::atomic<bool> cancel{false};
+    std::mutex busy;
 };
 
 // Clears the cancel flag when an eval ends (returns or throws).
@@ -49,8 +54,39 @@ py::array_t<float> eval(PyDecoder& d, const py::array_t<int32_t, py::array::c_st
     float* out = logits.mutable_data();
     ClearOnExit clear{d.cancel};
     py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(d.busy);
     d.decoder.eval(ids, n, out, all_logits, &d.cancel, deadline);
     return logits;
+}
+
+void set_adapters(PyDecoder& d, const std::vector<std::pair<std::shared_ptr<Adapter>, float>>& adapters,
+                  bool keep_cache) {
+    std::vector<ActiveAdapter> active;
+    for (const auto& [adapter, scale] : adapters) {
+        if (!adapter) throw std::invalid_argument("set_adapters: an adapter is None");
+        active.push_back({adapter, scale});
+    }
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(d.busy);
+    d.decoder.set_adapters(std::move(active), keep_cache);
+}
+
+void bind_adapter(py::module_& m) {
+    py::class_<Adapter, std::shared_ptr<Adapter>>(m, "Adapter",
+                                                  "A LoRA adapter in llama.cpp's GGUF format, validated against a Model.")
+        .def(py::init([](const std::string& path, const std::shared_ptr<Model>& model) {
+                 if (!model) throw std::invalid_argument("Adapter needs a model");
+                 py::gil_scoped_release release;
+                 return std::make_shared<Adapter>(path, *model);
+             }),
+             py::arg("path"), py::arg("model"),
+             "Load an adapter for model (GGUFError for a malformed file, ModelError when it is not a LoRA adapter for "
+             "this model: the message names the tensor and the problem).")
+        .def_property_readonly("alpha", &Adapter::alpha, "adapter.lora.alpha (0 when absent: scale = user scale).")
+        .def_property_readonly("n_pairs", &Adapter::n_pairs, "Adapted tensors.")
+        .def_property_readonly("max_rank", &Adapter::max_rank, "Largest rank of its pairs.")
+        .def_property_readonly("targets", &Adapter::targets,
+                               "(base tensor name, rank) of every adapted tensor, in layer and projection order.");
 }
 
 }  // namespace
@@ -78,6 +114,8 @@ void bind_model(py::module_& m) {
         .def_property_readonly("file_size", [](const Model& model) { return model.file().file_size(); },
                                "Size of the GGUF file, in bytes.");
 
+    bind_adapter(m);  // before Decoder, whose set_adapters names it
+
     py::class_<PyDecoder>(m, "Decoder", "Forward pass with a KV cache over a thread pool.")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int threads, const std::optional<std::string>& v) {
                  return std::make_unique<PyDecoder>(std::move(model), n_ctx, threads, bind::pick_variant(v));
@@ -97,5 +135,12 @@ void bind_model(py::module_& m) {
              "(thread-safe; consumed by that eval).")
         .def("truncate", [](PyDecoder& d, int n_past) { d.decoder.truncate(n_past); }, py::arg("n_past"),
              "Forget the cached positions from n_past on (0 <= n_past <= self.n_past).")
-        .def("reset", [](PyDecoder& d) { d.decoder.truncate(0); }, "Empty the KV cache.");
+        .def("reset", [](PyDecoder& d) { d.decoder.truncate(0); }, "Empty the KV cache.")
+        .def("set_adapters", &set_adapters, py::arg("adapters"), py::arg("keep_cache") = false,
+             "Replace the LoRA adapters by [(adapter, scale), ...] (empty: none), waiting for a running eval to end. "
+             "Unless keep_cache, the next eval first recomputes the cached tokens under the new adapters.")
+        .def_property_readonly("cache_stale", [](const PyDecoder& d) { return d.decoder.cache_stale(); },
+                               "Will the next eval recompute the cached prefix (after an adapter swap)?")
+        .def_property_readonly("recomputed_tokens", [](const PyDecoder& d) { return d.decoder.recomputed_tokens(); },
+                               "Cached positions recomputed after adapter swaps, in total.");
 }

@@ -1,6 +1,7 @@
 // The forward pass, top to bottom (shapes for a batch of n tokens):
 //   x[n][dim] = embed(tokens)
 //   per layer:  h = rmsnorm(x) ; q,k,v = h Wq, h Wk, h Wv ; rope(q, k) ; cache k, v
+//               (every projection h W also adds the LoRA terms sum_i s_i B_i (A_i h) of the active adapters)
 //               att = softmax(q K^T / sqrt(hd)) V (causal, GQA) ; x += att Wo
 //               h = rmsnorm(x) ; x += (silu(h Wgate) * h Wup) Wdown
 //   logits = rmsnorm(x) Wout
@@ -8,6 +9,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -51,6 +53,7 @@ Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, c
     hb2_.resize(B * c.ffn_dim);
     scores_.resize(static_cast<size_t>(pool_.size()) * (c.n_heads / c.n_kv_heads) * n_ctx);
     cs_.resize(B * c.head_dim);
+    tokens_.resize(static_cast<size_t>(n_ctx));
 }
 
 fp16_t* Decoder::k_cache(int layer, int pos) const {
@@ -77,6 +80,8 @@ void Decoder::eval(const int32_t* tokens, int n, float* logits, bool all_logits,
     if (n > n_ctx_ - n_past_)
         throw ContextFull("context full: " + std::to_string(n_past_) + " + " + std::to_string(n) + " tokens exceed n_ctx " +
                           std::to_string(n_ctx_));
+    if (stale_) recompute_prefix(cancel, deadline_ns);
+    std::copy(tokens, tokens + n, tokens_.begin() + n_past_);  // past n_past: kept only once the eval succeeds
     for (int done = 0; done < n; done += kMaxBatch) {
         const int b = std::min(kMaxBatch, n - done);
         float* out = all_logits ? logits + static_cast<size_t>(done) * c.n_vocab : logits;
@@ -109,7 +114,8 @@ void Decoder::forward(const int32_t* tokens, int n, int pos, float* logits, bool
         const MatmulJob qkv[] = {{w.wq.type, w.wq.data, dim, q_.data(), static_cast<size_t>(dim)},
                                  {w.wk.type, w.wk.data, kv_dim, k_new, static_cast<size_t>(kv_dim)},
                                  {w.wv.type, w.wv.data, kv_dim, v_new, static_cast<size_t>(kv_dim)}};
-        matmul_jobs(kern_, qkv, 3, dim, xb_.data(), n, pool_, scratch_);
+        static constexpr Proj kQKV[] = {Proj::Q, Proj::K, Proj::V};
+        project(l, kQKV, qkv, 3, dim, xb_.data(), n);
         for (int i = 0; i < n; ++i) {
             const float* cs = &cs_[static_cast<size_t>(i) * hd];
             kern_.rope(&q_[i * dim], c.n_heads, hd, cs, c.rope_neox);
@@ -118,15 +124,20 @@ void Decoder::forward(const int32_t* tokens, int n, int pos, float* logits, bool
             for (int d = 0; d < kv_dim; ++d) v_cache(l, d)[pos + i] = fp32_to_fp16(v_new[i * kv_dim + d]);
         }
         attention(l, n, pos);
-        matmul(kern_, w.wo.type, w.wo.data, dim, dim, att_.data(), n, xb_.data(), pool_, scratch_);
+        const MatmulJob o{w.wo.type, w.wo.data, dim, xb_.data(), static_cast<size_t>(dim)};
+        static constexpr Proj kO[] = {Proj::O};
+        project(l, kO, &o, 1, dim, att_.data(), n);
         for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
 
         for (int i = 0; i < n; ++i) kern_.rmsnorm(&xb_[i * dim], &x_[i * dim], w.ffn_norm, dim, c.rms_eps);
         const MatmulJob gate_up[] = {{w.w_gate.type, w.w_gate.data, c.ffn_dim, hb_.data(), static_cast<size_t>(c.ffn_dim)},
                                      {w.w_up.type, w.w_up.data, c.ffn_dim, hb2_.data(), static_cast<size_t>(c.ffn_dim)}};
-        matmul_jobs(kern_, gate_up, 2, dim, xb_.data(), n, pool_, scratch_);
+        static constexpr Proj kGateUp[] = {Proj::Gate, Proj::Up};
+        project(l, kGateUp, gate_up, 2, dim, xb_.data(), n);
         kern_.swiglu(hb_.data(), hb_.data(), hb2_.data(), static_cast<int64_t>(n) * c.ffn_dim);
-        matmul(kern_, w.w_down.type, w.w_down.data, dim, c.ffn_dim, hb_.data(), n, xb_.data(), pool_, scratch_);
+        const MatmulJob down{w.w_down.type, w.w_down.data, dim, xb_.data(), static_cast<size_t>(dim)};
+        static constexpr Proj kDown[] = {Proj::Down};
+        project(l, kDown, &down, 1, c.ffn_dim, hb_.data(), n);
         for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += xb_[i];
     }
     if (logits == nullptr) return;
