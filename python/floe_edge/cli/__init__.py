@@ -11,7 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import cloud, demo, generate, info, models, netem
+from . import adapters, cloud, demo, generate, info, models, netem
 
 __all__ = ["build_parser", "main"]
 
@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"floe-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for register in (info.register, models.register, generate.register, cloud.register, demo.register,
-                     netem.register, models.register_make_slm):  # the order `floe --help` lists them in
+                     netem.register, models.register_make_slm,
+                     adapters.register):  # the order `floe --help` lists them in
         register(sub)
     return parser
 
