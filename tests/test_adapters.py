@@ -206,3 +206,24 @@ def test_llama_cpp_reads_alpha_and_rank_as_we_write_them(tmp_path: Path, rng: np
     assert np.abs(logits[0] - llama_logits(llama_cpp, smollm2_path, None, ids)).max() > 1.0
     np.testing.assert_allclose(logits[1], logits[0], atol=1e-4)
     np.testing.assert_allclose(logits[2], logits[0], atol=1e-4)
+
+
+def test_corrupted_bytes_never_crash(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Random bytes flipped anywhere in a small adapter file: either it still reads as a valid adapter or the
+    error is an AdapterError (the native reader bounds every count, size and offset)."""
+    pairs = {"blk.0.attn_q.weight": (np.ones((2, 576), np.float32), np.ones((576, 2), np.float32))}
+    whole = bytearray(LoraAdapter("llama", 4.0, pairs).write(tmp_path / "a.gguf").read_bytes())
+    header = 512  # metadata and tensor infos: where a flip changes structure, not just a weight
+    outcomes = {"read": 0, "refused": 0}
+    for i in range(300):
+        data = bytearray(whole)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(0, header if i % 2 else len(data)))] = int(rng.integers(0, 256))
+        path = tmp_path / "mutated.gguf"
+        path.write_bytes(bytes(data))
+        try:
+            LoraAdapter.read(path)
+            outcomes["read"] += 1
+        except AdapterError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 30 and outcomes["read"] > 30, outcomes
