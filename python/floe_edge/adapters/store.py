@@ -1,0 +1,245 @@
+"""AdapterStore: versioned LoRA adapters per hardware profile and per application, checksummed, with an atomic
+active pointer and rollback.
+
+Layout under the root (default `$FLOE_HOME/adapters`, else ~/.cache/floe/adapters):
+
+    <profile>/<app>/v<N>/adapter.gguf      the adapter, never modified once added
+    <profile>/<app>/v<N>/manifest.json     sha256, size, base model, architecture, rank, alpha, created
+    <profile>/<app>/active.json            {"version": N, "history": [earlier active versions, oldest first]}
+
+A version directory is built under a temporary name and renamed into place, so a version either exists whole or
+not at all. active.json is replaced atomically (temporary file + fsync + rename): a process killed during
+`activate` leaves the old pointer or the new one, never a broken one. Loading the active adapter checks its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, List, Optional, Union  # List: `list` is a method name here
+
+from ..files import write_atomic
+from .lora_file import AdapterError, LoraAdapter
+
+__all__ = ["AdapterStore", "AdapterVersion", "default_root"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+ADAPTER_FILE, MANIFEST_FILE, ACTIVE_FILE = "adapter.gguf", "manifest.json", "active.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
+_HISTORY_KEPT = 32  # earlier active versions remembered for rollback
+
+
+def default_root() -> Path:
+    """$FLOE_HOME/adapters, else ~/.cache/floe/adapters."""
+    return Path(os.environ.get("FLOE_HOME") or Path.home() / ".cache" / "floe") / "adapters"
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One stored adapter version, as its manifest describes it."""
+
+    profile: str
+    app: str
+    version: int
+    path: str
+    sha256: str
+    size: int
+    architecture: str
+    rank: int
+    alpha: float
+    base_model: Optional[str]
+    created: str
+    active: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise AdapterError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting "
+                           f"with '.' or '-')")
+    return name
+
+
+class AdapterStore:
+    """Versioned adapters under `root`, per (profile, app)."""
+
+    def __init__(self, root: Optional[PathLike] = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    # -- paths --
+
+    def _app_dir(self, profile: str, app: str) -> Path:
+        return self.root / _check_name("profile", profile) / _check_name("app", app)
+
+    def _version_dir(self, profile: str, app: str, version: int) -> Path:
+        return self._app_dir(profile, app) / f"v{int(version)}"
+
+    def versions(self, profile: str, app: str) -> List[int]:
+        """The versions stored for (profile, app), ascending."""
+        app_dir = self._app_dir(profile, app)
+        if not app_dir.is_dir():
+            return []
+        found = (_VERSION_DIR.fullmatch(p.name) for p in app_dir.iterdir() if p.is_dir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    # -- adding --
+
+    def add(self, path: PathLike, profile: str, app: str, base: Optional[PathLike] = None) -> int:
+        """Store a copy of the adapter file at `path` as the next version of (profile, app); returns the version.
+        The adapter is validated (and checked against the base GGUF `base` when given); it is not activated."""
+        adapter = LoraAdapter.read(path)
+        if base is not None:
+            adapter.check_base(base)
+        app_dir = self._app_dir(profile, app)
+        app_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".adding.", dir=app_dir))
+        try:
+            shutil.copyfile(path, staging / ADAPTER_FILE)
+            manifest = {"sha256": _sha256(staging / ADAPTER_FILE), "size": (staging / ADAPTER_FILE).stat().st_size,
+                        "architecture": adapter.architecture, "rank": adapter.rank, "alpha": adapter.alpha,
+                        "base_model": Path(base).name if base is not None else None,
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_atomic(staging / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+            while True:  # another process may take a number first: then take the next one
+                version = max(self.versions(profile, app), default=0) + 1
+                try:
+                    os.rename(staging, app_dir / f"v{version}")
+                    return version
+                except OSError:
+                    if not (app_dir / f"v{version}").exists():
+                        raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    # -- the active pointer --
+
+    def _read_pointer(self, profile: str, app: str) -> Optional[dict[str, Any]]:
+        path = self._app_dir(profile, app) / ACTIVE_FILE
+        try:
+            pointer = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise AdapterError(f"{path}: unreadable active pointer: {e}") from None
+        history = pointer.get("history") if isinstance(pointer, dict) else None
+        if (not isinstance(pointer, dict) or not isinstance(pointer.get("version"), int)
+                or not isinstance(history, list) or not all(isinstance(v, int) for v in history)):
+            raise AdapterError(f"{path}: malformed active pointer {pointer!r}")
+        return pointer
+
+    def _write_pointer(self, profile: str, app: str, version: int, history: List[int]) -> None:
+        pointer = {"version": version, "history": history[-_HISTORY_KEPT:]}
+        write_atomic(self._app_dir(profile, app) / ACTIVE_FILE, json.dumps(pointer).encode())
+
+    def activate(self, profile: str, app: str, version: int) -> None:
+        """Make `version` the active adapter of (profile, app); it must be stored and intact."""
+        self._checked(profile, app, version)
+        pointer = self._read_pointer(profile, app)
+        history: List[int] = [] if pointer is None else [*pointer["history"], pointer["version"]]
+        if pointer is not None and pointer["version"] == version:
+            return
+        self._write_pointer(profile, app, version, history)
+
+    def rollback(self, profile: str, app: str) -> int:
+        """Go back to the version that was active before the current one; returns it."""
+        pointer = self._read_pointer(profile, app)
+        if pointer is None or not pointer["history"]:
+            raise AdapterError(f"{profile}/{app}: no earlier active version to roll back to")
+        *history, previous = pointer["history"]
+        self._checked(profile, app, previous)
+        self._write_pointer(profile, app, previous, history)
+        return int(previous)
+
+    def active_version(self, profile: str, app: str) -> Optional[int]:
+        """The active version of (profile, app), or None when none was activated."""
+        pointer = self._read_pointer(profile, app)
+        return None if pointer is None else int(pointer["version"])
+
+    def active(self, profile: str, app: str) -> Optional[Path]:
+        """Path of the active adapter of (profile, app), sha256-checked (AdapterError when corrupted), or None
+        when none was activated."""
+        version = self.active_version(profile, app)
+        return None if version is None else Path(self._checked(profile, app, version).path)
+
+    # -- reading versions --
+
+    def info(self, profile: str, app: str, version: int) -> AdapterVersion:
+        """A stored version as its manifest describes it (not checksummed; see verify)."""
+        vdir = self._version_dir(profile, app, version)
+        manifest_path = vdir / MANIFEST_FILE
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            return AdapterVersion(profile, app, int(version), str(vdir / ADAPTER_FILE), str(manifest["sha256"]),
+                                  int(manifest["size"]), str(manifest["architecture"]), int(manifest["rank"]),
+                                  float(manifest["alpha"]), manifest.get("base_model"), str(manifest["created"]))
+        except FileNotFoundError:
+            raise AdapterError(f"{profile}/{app}: no version {version} (stored: {self.versions(profile, app)})") \
+                from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise AdapterError(f"{manifest_path}: malformed manifest: {e}") from None
+
+    def _checked(self, profile: str, app: str, version: int) -> AdapterVersion:
+        """The version, after checking that its file has the size and sha256 its manifest records."""
+        entry = self.info(profile, app, version)
+        path = Path(entry.path)
+        try:
+            size, digest = path.stat().st_size, _sha256(path)
+        except OSError as e:
+            raise AdapterError(f"{path}: cannot read: {e.strerror or e}") from None
+        if size != entry.size or digest != entry.sha256:
+            raise AdapterError(f"{path}: corrupted (size {size}, sha256 {digest[:16]}..; the manifest records size "
+                               f"{entry.size}, sha256 {entry.sha256[:16]}..)")
+        return entry
+
+    def list(self) -> List[AdapterVersion]:
+        """Every stored version, by profile, app and version, with `active` set on the active ones."""
+        out: List[AdapterVersion] = []
+        for profile, app in self._apps():
+            active = self.active_version(profile, app)
+            for version in self.versions(profile, app):
+                entry = self.info(profile, app, version)
+                out.append(AdapterVersion(**{**asdict(entry), "active": version == active}))
+        return out
+
+    def verify(self) -> List[str]:
+        """Check every stored version (size, sha256, a valid adapter file) and every active pointer; returns the
+        problems found, one line each (empty: all good)."""
+        problems: List[str] = []
+        for profile, app in self._apps():
+            for version in self.versions(profile, app):
+                try:
+                    LoraAdapter.read(self._checked(profile, app, version).path)
+                except AdapterError as e:
+                    problems.append(f"{profile}/{app} v{version}: {e}")
+            try:
+                active = self.active_version(profile, app)
+                if active is not None and active not in self.versions(profile, app):
+                    problems.append(f"{profile}/{app}: the active version {active} is not stored")
+            except AdapterError as e:
+                problems.append(f"{profile}/{app}: {e}")
+        return problems
+
+    def _apps(self) -> List[tuple[str, str]]:
+        if not self.root.is_dir():
+            return []
+        return [(p.name, a.name) for p in sorted(self.root.iterdir()) if p.is_dir() and _NAME.fullmatch(p.name)
+                for a in sorted(p.iterdir()) if a.is_dir() and _NAME.fullmatch(a.name)]
