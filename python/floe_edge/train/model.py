@@ -1,0 +1,88 @@
+"""The base GGUF as a trainable transformers model with PEFT LoRA, and the trained LoRA exported as a GGUF adapter.
+
+transformers reads the GGUF and dequantizes it to f32: Q4_1/Q8_0 dequantization is exact, so the trained adapter
+fits the very weights the native decoder runs. The export goes through PEFT's own files and `import_peft` (the same
+names, q/k RoPE row permutation and alpha rule as for any PEFT adapter).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..adapters import LoraAdapter, import_peft
+from .config import TrainConfig
+
+__all__ = ["TrainError", "load_base", "attach_lora", "lora_state", "export_adapter"]
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot start or go on (missing extra, a model transformers cannot read, a checkpoint of
+    another run); the message says what to do."""
+
+
+def require_train_extra() -> None:
+    missing = [m for m in ("torch", "transformers", "peft") if not _importable(m)]
+    if missing:
+        raise TrainError(f"training needs {', '.join(missing)}: pip install 'floe-edge[train]' (torch==2.13.0 is "
+                         "the CPU build)")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def load_base(gguf_path: Path) -> Any:
+    """The GGUF's llama model in transformers, f32, in training mode without dropout."""
+    require_train_extra()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local file: never ask the hub
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # ours is the progress the user sees
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+    except Exception as e:  # transformers raises many types for a file it cannot read
+        raise TrainError(f"{gguf_path}: transformers cannot load it as a base model: {e}") from None
+    if model.config.model_type != "llama":
+        raise TrainError(f"{gguf_path}: architecture {model.config.model_type!r}; LoRA training and export support "
+                         "llama models (the edge SLM)")
+    return model
+
+
+def attach_lora(model: Any, config: TrainConfig) -> Any:
+    """`model` wrapped in a PEFT LoRA of the config's rank, alpha and targets (A random from the torch seed, B 0)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]  # a float works (alpha/r) lora_dropout=0.0, target_modules=config.peft_targets,
+                      bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def lora_state(model: Any) -> dict[str, Any]:
+    """The trainable LoRA tensors (what a checkpoint saves), by parameter name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def export_adapter(model: Any, base_gguf: Path, dtype: str) -> LoraAdapter:
+    """The trained LoRA as a GGUF adapter for `base_gguf`, its arrays in `dtype` (f16 or f32)."""
+    with tempfile.TemporaryDirectory(prefix="floe-peft-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PEFT warns that the GGUF's folder holds no config.json: none is needed
+        model.save_pretrained(tmp)
+        adapter = import_peft(tmp, base_gguf)
+    if dtype == "f16":
+        half = {name: (a.astype(np.float16), b.astype(np.float16)) for name, (a, b) in adapter.pairs.items()}
+        adapter = LoraAdapter(adapter.architecture, adapter.alpha, half)
+    return adapter
