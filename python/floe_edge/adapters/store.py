@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, List, Optional, Union  # List: `list` is a method name here
 
+from .. import paths
 from ..files import write_atomic
 from .lora_file import AdapterError, LoraAdapter
 
@@ -38,8 +39,8 @@ _HISTORY_KEPT = 32  # earlier active versions remembered for rollback
 
 
 def default_root() -> Path:
-    """$FLOE_HOME/adapters, else ~/.cache/floe/adapters."""
-    return Path(os.environ.get("FLOE_HOME") or Path.home() / ".cache" / "floe") / "adapters"
+    """$FLOE_HOME/adapters, else ~/.cache/floe/adapters (`floe_edge.paths`)."""
+    return paths.adapters_dir()
 
 
 @dataclass(frozen=True)
