@@ -25,6 +25,7 @@ PROMPTS = [
     "The three primary colors are",
     "Here is a short packing list for a weekend hiking trip:\n1.",
 ]
+EDGE_CTX = 1024  # the edge's context in the demo: room for a prompt and its answer
 STYLE = {Source.FUSED: "bold green", Source.CLOUD_DRAFT: "bold cyan", Source.EDGE: "white",
          Source.EDGE_ONLY: "yellow"}
 
@@ -122,7 +123,7 @@ def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_mod
     rows: list[Row] = []
     with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024, extra_args=["--max-sessions-per-key", "64"]) as cloud, \
             NetemProxy(upstream=cloud.address, profile=net) as proxy, \
-            NativeSLM(edge_path, threads=1, n_ctx=1024, variant=edge_variant) as edge:
+            NativeSLM(edge_path, threads=1, n_ctx=EDGE_CTX, variant=edge_variant) as edge:
         _pin_to(0)
         url = f"http://127.0.0.1:{proxy.port}"
         link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)

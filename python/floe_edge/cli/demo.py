@@ -9,11 +9,13 @@ from typing import Optional
 
 from ..netem import PROFILES, Profile
 from ._types import Subparsers
+from .generate import add_budget_option, enforce_memory_budget
 from .profile import add_profile_option, apply_profile, unset
+from .progress import resolve_model
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import PROMPTS, run_demo
+    from ..demo import EDGE_CTX, PROMPTS, run_demo
 
     try:
         from rich.console import Console
@@ -22,6 +24,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 2
     _check_not_a_network_profile(args.hw_profile)
     apply_profile(args)
+    enforce_memory_budget(args, resolve_model(args.edge_model), n_ctx=EDGE_CTX, threads=1,
+                          override="use a smaller --edge-model")
     net = PROFILES[args.net] if args.net else Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
     rows = run_demo(Console(stderr=args.json), edge_model=args.edge_model, cloud_model=args.cloud_model,
                     net=net, edge_variant=args.variant, deadline_ms=args.deadline_ms, pace=args.pace,
@@ -57,5 +61,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
     add_profile_option(p, "--profile", "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",
-                       note=" (not its threads: the demo pins the edge to one core)")
+                       note=" (not its threads: the demo pins the edge to one core); the edge model must fit its "
+                            "memory_mb")
+    add_budget_option(p)
     p.set_defaults(func=_cmd_demo, variant=None)
