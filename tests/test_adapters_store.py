@@ -159,3 +159,63 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], smollm2_path: P
 def test_default_root_follows_floe_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FLOE_HOME", str(tmp_path))
     assert AdapterStore().root == tmp_path / "adapters"
+
+
+ADD_AND_HANG = """
+import shutil, sys, time
+from floe_edge.adapters import AdapterStore
+real_copy = shutil.copyfile
+def copy_then_hang(src, dst):
+    real_copy(src, dst)
+    print("copied", flush=True)
+    time.sleep(600)
+shutil.copyfile = copy_then_hang
+AdapterStore(sys.argv[1]).add(sys.argv[2], "rpi4", "mail")
+"""
+
+
+def test_an_interrupted_add_is_reported_and_fixed(store: AdapterStore, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A real `add` killed with SIGKILL half-way leaves its .adding.* directory: while the add is alive it is not a
+    leftover (verify --fix leaves it alone); once killed, verify reports it and verify --fix removes it, and only
+    it."""
+    store.add(small_adapter(tmp_path, 1), "rpi4", "mail")
+    store.activate("rpi4", "mail", 1)
+    child = subprocess.Popen([sys.executable, "-c", ADD_AND_HANG, str(store.root), str(small_adapter(tmp_path, 2))],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "copied\n"
+        app_dir = store.root / "rpi4" / "mail"
+        staging = [p for p in app_dir.iterdir() if p.name.startswith(".adding.")]
+        assert len(staging) == 1 and (staging[0] / "adapter.gguf").is_file()
+        assert store.leftovers() == [] and store.verify() == [] and store.remove_leftovers() == []
+        assert staging[0].is_dir()  # an add still running is never removed
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    assert store.leftovers() == staging
+    problems = store.verify()
+    assert problems == [f"rpi4/mail/{staging[0].name}: left by an interrupted add (remove it: `floe adapters verify "
+                        "--fix`, or rm -r it)"]
+    root = str(store.root)
+    assert main(["adapters", "verify", "--root", root]) == 1
+    assert capsys.readouterr().out == problems[0] + "\n"
+    assert main(["adapters", "verify", "--root", root, "--fix", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"root": root, "problems": [], "removed": [str(staging[0])]}
+    assert sorted(p.name for p in app_dir.iterdir()) == ["active.json", "v1"]
+    assert store.add(small_adapter(tmp_path, 2), "rpi4", "mail") == 2 and store.verify() == []
+
+
+def test_stale_pointer_temp_files_are_leftovers(store: AdapterStore, tmp_path: Path) -> None:
+    store.add(small_adapter(tmp_path, 1), "rpi5", "chat")
+    store.activate("rpi5", "chat", 1)
+    app_dir = store.root / "rpi5" / "chat"
+    stale, fresh = app_dir / ".active.json.k1ll3d.tmp", app_dir / ".active.json.busy.tmp"
+    stale.write_text("{")
+    fresh.write_text("{")  # as an activate in progress would have it
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert store.leftovers() == [stale]
+    assert store.verify() == ["rpi5/chat/.active.json.k1ll3d.tmp: left by an interrupted activate (remove it: "
+                              "`floe adapters verify --fix`, or rm -r it)"]
+    assert store.remove_leftovers() == [stale] and not stale.exists() and fresh.exists()
+    assert store.verify() == [] and store.active_version("rpi5", "chat") == 1

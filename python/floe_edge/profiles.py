@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from .fusion import PRESETS
 from .host import Host
@@ -27,8 +27,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the same parser, from PyPI before 3.11
     import tomli as tomllib
 
-__all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "LoraSettings", "Profile",
-           "ProfileError", "detect", "list_profiles", "load_profile", "parse_profile", "profile_dirs"]
+__all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "LoraSettings", "MemoryBudgetError",
+           "MemoryEstimate", "Profile", "ProfileError", "check_memory", "detect", "estimate_memory", "list_profiles",
+           "load_profile", "parse_profile", "profile_dirs"]
 
 BACKENDS = ("native", "litert")  # litert: the NPU/GPU through LiteRT delegates (planned for snapdragon-8gen2)
 VARIANTS = ("ref", "avx2", "avx512", "neon", "neon_dotprod")  # every native kernel variant, on any CPU
@@ -190,6 +191,78 @@ def parse_profile(data: dict[str, Any], name: str, where: str, source: str = "")
         hybrid=HybridSettings(deadline_ms=hybrid.number("deadline_ms", 1.0, 60000.0),
                               fusion=hybrid.choice("fusion", tuple(PRESETS))),
         source=source)
+
+
+# -- the memory budget (memory_mb) --
+
+MIB = 1 << 20
+_MAX_BATCH = 64  # tokens per forward pass: the native Decoder's kMaxBatch, which sizes its activation buffers
+_TOKENIZER_BYTES_PER_TOKEN = 256  # the native tokenizer's tables: measured ~175 bytes per vocabulary entry
+RUNTIME_BYTES = 64 * MIB  # the Python interpreter, numpy and floe_edge: measured 35-57 MiB RSS on x86-64
+
+
+class MemoryBudgetError(ValueError):
+    """The edge would need more memory than its profile's memory_mb."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What the edge process needs at most, in bytes: every part counted at its worst (a full context)."""
+
+    model: int      # the GGUF file, mapped: decode reads every weight each token, so all of it becomes resident
+    kv_cache: int   # f16 K and V: n_layers x n_ctx x 2 x kv_dim x 2 bytes
+    adapters: int   # LoRA adapter files, mapped like the model
+    scratch: int    # activations for one batch, attention scores, logits of a batch, the tokenizer's tables
+    runtime: int    # the interpreter and libraries
+    n_ctx: int
+    kv_per_token: int  # bytes each context position adds (KV cache, scores, token id)
+
+    @property
+    def total(self) -> int:
+        return self.model + self.kv_cache + self.adapters + self.scratch + self.runtime
+
+    def breakdown(self) -> str:
+        parts = [("model", self.model), (f"KV cache for {self.n_ctx} tokens", self.kv_cache),
+                 ("adapters", self.adapters), ("scratch", self.scratch), ("runtime", self.runtime)]
+        return " + ".join(f"{name} {value / MIB:.0f}" for name, value in parts if value) + " MiB"
+
+    def max_ctx(self, budget: int) -> int:
+        """The largest context that fits `budget` bytes (0: not even one token)."""
+        fixed = self.total - self.n_ctx * self.kv_per_token
+        return max(0, (budget - fixed) // self.kv_per_token)
+
+
+def estimate_memory(model_path: Union[str, os.PathLike], n_ctx: int, threads: int = 1,
+                    adapters: Iterable[Union[str, os.PathLike]] = ()) -> MemoryEstimate:
+    """What NativeSLM(model_path, threads, n_ctx) with these adapters needs (the model's shape is read from the GGUF,
+    which is mapped, not read)."""
+    from . import _native
+
+    c = _native.Model(os.fspath(model_path)).config
+    n_layers, dim, ffn, head_dim = (int(c[k]) for k in ("n_layers", "dim", "ffn_dim", "head_dim"))
+    kv_dim, group = int(c["n_kv_heads"]) * head_dim, int(c["n_heads"]) // int(c["n_kv_heads"])
+    # per position: K and V in f16 per layer, one f32 attention score per thread and query head of a group, the id
+    kv_per_token = n_layers * 2 * kv_dim * 2 + 4 * threads * group + 4
+    activations = 4 * _MAX_BATCH * (4 * dim + 2 * kv_dim + 2 * ffn + head_dim) + 3 * _MAX_BATCH * max(dim, ffn)
+    logits = 4 * _MAX_BATCH * int(c["n_vocab"])  # eval(..., logits="all") of one batch (the hybrid's verify)
+    kv_cache = n_layers * n_ctx * 2 * kv_dim * 2
+    return MemoryEstimate(
+        model=os.path.getsize(model_path), kv_cache=kv_cache, adapters=sum(os.path.getsize(a) for a in adapters),
+        scratch=activations + logits + _TOKENIZER_BYTES_PER_TOKEN * int(c["n_vocab"]) + n_ctx * kv_per_token - kv_cache,
+        runtime=RUNTIME_BYTES, n_ctx=n_ctx, kv_per_token=kv_per_token)
+
+
+def check_memory(profile: Profile, estimate: MemoryEstimate, override: str) -> None:
+    """MemoryBudgetError (one line, naming the profile, its budget and the estimate, ending with `override`: how to
+    run anyway) when the estimate exceeds the profile's memory_mb."""
+    budget = profile.memory_mb * MIB
+    if estimate.total <= budget:
+        return
+    fits = estimate.max_ctx(budget)
+    room = f"a context of at most {fits} tokens would fit" if fits else "even one token of context does not fit"
+    raise MemoryBudgetError(f"profile {profile.name}: the edge needs about {estimate.total / MIB:.0f} MiB "
+                            f"({estimate.breakdown()}), over its memory budget memory_mb = {profile.memory_mb}; "
+                            f"{room}; {override}")
 
 
 # -- detection --

@@ -63,6 +63,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Optional, Union
 import numpy as np
 import numpy.typing as npt
 
+from . import paths
 from .vocab_map_file import InvalidMapFile, MapHeader, read_map_file, source_fingerprint, write_map_file
 from .vocab_sources import LlamaCppVocab, TokenVocab, as_edge_vocab, source_token_bytes
 
@@ -114,9 +115,8 @@ class Remapped:
 
 
 def vocab_maps_dir() -> Path:
-    """Where mapping tables are cached: $FLOE_HOME/vocab_maps, else ~/.cache/floe/vocab_maps."""
-    home = os.environ.get("FLOE_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "floe") / "vocab_maps"
+    """Where mapping tables are cached: $FLOE_HOME/vocab_maps, else ~/.cache/floe/vocab_maps (`floe_edge.paths`)."""
+    return paths.vocab_maps_dir()
 
 
 # --------------------------------------------------------------------------------------------------------------

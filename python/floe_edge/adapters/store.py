@@ -10,6 +10,11 @@ Layout under the root (default `$FLOE_HOME/adapters`, else ~/.cache/floe/adapter
 A version directory is built under a temporary name and renamed into place, so a version either exists whole or
 not at all. active.json is replaced atomically (temporary file + fsync + rename): a process killed during
 `activate` leaves the old pointer or the new one, never a broken one. Loading the active adapter checks its sha256.
+
+A process killed during `add` leaves its `.adding.*` directory behind (and one killed during `activate` a
+`.active.json.*.tmp` file): `verify` reports them, `remove_leftovers` (`floe adapters verify --fix`) removes them.
+`add` holds an flock on its `.adding.*` directory, so one still being filled by a live process is never taken
+for a leftover (the lock goes with the process, however it dies).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, List, Optional, Union  # List: `list` is a method name here
 
+from .. import paths
 from ..files import write_atomic
 from .lora_file import AdapterError, LoraAdapter
 
@@ -35,11 +43,18 @@ ADAPTER_FILE, MANIFEST_FILE, ACTIVE_FILE = "adapter.gguf", "manifest.json", "act
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
 _HISTORY_KEPT = 32  # earlier active versions remembered for rollback
+ADDING_PREFIX = ".adding."  # a version being built by `add`
+_POINTER_TMP_AGE_S = 60.0  # a pointer temp file lives for milliseconds; older ones are from a killed `activate`
+
+if sys.platform == "win32":  # pragma: no cover - no flock: every staging directory counts as a leftover
+    fcntl = None
+else:
+    import fcntl
 
 
 def default_root() -> Path:
-    """$FLOE_HOME/adapters, else ~/.cache/floe/adapters."""
-    return Path(os.environ.get("FLOE_HOME") or Path.home() / ".cache" / "floe") / "adapters"
+    """$FLOE_HOME/adapters, else ~/.cache/floe/adapters (`floe_edge.paths`)."""
+    return paths.adapters_dir()
 
 
 @dataclass(frozen=True)
@@ -71,11 +86,31 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _lock_dir(path: Path, wait: bool) -> Optional[int]:
+    """An fd holding an exclusive flock on the directory `path`; None when another process holds it (wait=False)
+    or the directory is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+    return fd
+
+
 def _check_name(kind: str, name: str) -> str:
     if not _NAME.fullmatch(name):
         raise AdapterError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting "
                            f"with '.' or '-')")
     return name
+
+
+def _leftover_kind(path: Path) -> str:
+    return "left by an interrupted add" if path.name.startswith(ADDING_PREFIX) else "left by an interrupted activate"
 
 
 class AdapterStore:
@@ -110,7 +145,8 @@ class AdapterStore:
             adapter.check_base(base)
         app_dir = self._app_dir(profile, app)
         app_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".adding.", dir=app_dir))
+        staging = Path(tempfile.mkdtemp(prefix=ADDING_PREFIX, dir=app_dir))
+        lock = _lock_dir(staging, wait=True)  # held until we return: the directory is not a leftover meanwhile
         try:
             shutil.copyfile(path, staging / ADAPTER_FILE)
             manifest = {"sha256": _sha256(staging / ADAPTER_FILE), "size": (staging / ADAPTER_FILE).stat().st_size,
@@ -129,6 +165,9 @@ class AdapterStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            if lock is not None:
+                os.close(lock)
 
     # -- the active pointer --
 
@@ -221,9 +260,10 @@ class AdapterStore:
         return out
 
     def verify(self) -> List[str]:
-        """Check every stored version (size, sha256, a valid adapter file) and every active pointer; returns the
-        problems found, one line each (empty: all good)."""
-        problems: List[str] = []
+        """Check every stored version (size, sha256, a valid adapter file) and every active pointer, and look for
+        what interrupted commands left behind; returns the problems found, one line each (empty: all good)."""
+        problems: List[str] = [f"{p.relative_to(self.root)}: {_leftover_kind(p)} (remove it: `floe adapters verify "
+                               f"--fix`, or rm -r it)" for p in self.leftovers()]
         for profile, app in self._apps():
             for version in self.versions(profile, app):
                 try:
@@ -237,6 +277,40 @@ class AdapterStore:
             except AdapterError as e:
                 problems.append(f"{profile}/{app}: {e}")
         return problems
+
+    def leftovers(self) -> List[Path]:
+        """What interrupted commands left: `.adding.*` directories that no live `add` holds, and active-pointer
+        temporary files older than a minute."""
+        found: List[Path] = []
+        for profile, app in self._apps():
+            for path in sorted((self.root / profile / app).iterdir()):
+                if path.name.startswith(ADDING_PREFIX) and path.is_dir():
+                    fd = _lock_dir(path, wait=False)
+                    if fd is not None:  # nobody is adding into it
+                        os.close(fd)
+                        found.append(path)
+                elif path.name.startswith(f".{ACTIVE_FILE}.") and path.name.endswith(".tmp") and \
+                        time.time() - path.stat().st_mtime > _POINTER_TMP_AGE_S:
+                    found.append(path)
+        return found
+
+    def remove_leftovers(self) -> List[Path]:
+        """Remove what `leftovers` finds; returns what was removed. Never touches a version, a pointer, or a
+        directory an `add` is still filling."""
+        removed: List[Path] = []
+        for path in self.leftovers():
+            if path.is_dir():
+                fd = _lock_dir(path, wait=False)  # held while removing: a live add never sees it half-gone
+                if fd is None:
+                    continue
+                try:
+                    shutil.rmtree(path)
+                finally:
+                    os.close(fd)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
 
     def _apps(self) -> List[tuple[str, str]]:
         if not self.root.is_dir():

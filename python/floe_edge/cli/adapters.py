@@ -53,11 +53,13 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     store = _store(args)
+    removed = [str(p) for p in store.remove_leftovers()] if args.fix else []
     problems = store.verify()
     if args.json:
-        print(json.dumps({"root": str(store.root), "problems": problems}))
+        print(json.dumps({"root": str(store.root), "problems": problems, "removed": removed}))
     else:
-        print("\n".join(problems) if problems else f"all adapters in {store.root} intact")
+        lines = [f"removed {p}" for p in removed] + problems
+        print("\n".join(lines + ([] if problems else [f"all adapters in {store.root} intact"])))
     return 1 if problems else 0
 
 
@@ -104,8 +106,11 @@ def register(sub: Subparsers) -> None:
     p = cmds.add_parser("rollback", parents=[root], help="go back to the previously active version")
     _target(p)
     p.set_defaults(func=_cmd_rollback)
-    p = cmds.add_parser("verify", parents=[root, json_flag], help="check every stored adapter's checksum and format "
-                                                                  "(exit status 1 on a problem)")
+    p = cmds.add_parser("verify", parents=[root, json_flag], help="check every stored adapter's checksum and format, "
+                                                                  "and find what interrupted commands left (exit "
+                                                                  "status 1 on a problem)")
+    p.add_argument("--fix", action="store_true", help="first remove what interrupted `add`s and `activate`s left "
+                                                      "(never a stored version, nor an add still running)")
     p.set_defaults(func=_cmd_verify)
     p = cmds.add_parser("import", parents=[json_flag], help="convert a PEFT LoRA adapter to a GGUF adapter",
                         description="adapter_config.json + adapter_model.safetensors (no torch needed) -> a GGUF "

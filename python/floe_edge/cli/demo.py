@@ -5,31 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Optional
 
+from ..netem import PROFILES, Profile
 from ._types import Subparsers
+from .generate import add_budget_option, enforce_memory_budget
 from .profile import add_profile_option, apply_profile, unset
+from .progress import resolve_model
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import PROMPTS, run_demo
-    from ..netem import PROFILES, Profile
+    from ..demo import EDGE_CTX, PROMPTS, run_demo
 
     try:
         from rich.console import Console
     except ImportError:
         print("floe demo needs rich: pip install 'floe-edge[demo]'", file=sys.stderr)
         return 2
+    _check_not_a_network_profile(args.hw_profile)
     apply_profile(args)
-    if args.profile:
-        profile = PROFILES[args.profile]
-    else:
-        profile = Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
+    enforce_memory_budget(args, resolve_model(args.edge_model), n_ctx=EDGE_CTX, threads=1,
+                          override="use a smaller --edge-model")
+    net = PROFILES[args.net] if args.net else Profile(rtt_ms=args.rtt, jitter_ms=args.jitter, loss=args.loss)
     rows = run_demo(Console(stderr=args.json), edge_model=args.edge_model, cloud_model=args.cloud_model,
-                    profile=profile, edge_variant=args.variant, deadline_ms=args.deadline_ms, pace=args.pace,
+                    net=net, edge_variant=args.variant, deadline_ms=args.deadline_ms, pace=args.pace,
                     fusion=args.fusion, n=args.n, prompts=args.prompt or PROMPTS)
     if args.json:  # the display went to stderr
         print(json.dumps([row.as_json() for row in rows]))
     return 0
+
+
+def _check_not_a_network_profile(name: Optional[str]) -> None:
+    """`--profile lte` meant the network before `--net` existed: say so instead of "unknown profile 'lte'"."""
+    from ..profiles import list_profiles
+
+    if name in PROFILES and name not in list_profiles():
+        raise ValueError(f"--profile is the hardware profile ({', '.join(list_profiles())}); {name!r} is a network "
+                         f"profile: use --net {name}")
 
 
 def register(sub: Subparsers) -> None:
@@ -39,7 +51,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--rtt", type=float, default=30.0, help="network round-trip time in ms (default 30)")
     p.add_argument("--jitter", type=float, default=0.0, help="jitter in ms")
     p.add_argument("--loss", type=float, default=0.0, help="segment loss probability (TCP: retransmission delay)")
-    p.add_argument("--profile", help="a named netem profile instead of --rtt/--jitter/--loss (lan, wifi, lte, ...)")
+    p.add_argument("--net", choices=list(PROFILES), metavar="NAME",
+                   help=f"a named network profile instead of --rtt/--jitter/--loss: {', '.join(PROFILES)}")
     p.add_argument("--deadline-ms", type=float, default=unset(200.0), help="per-token deadline")
     p.add_argument("--pace", type=float, default=None,
                    help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
@@ -47,7 +60,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("-n", type=int, default=32, help="tokens per prompt")
     p.add_argument("--prompt", action="append", help="a prompt of your own (repeatable)")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
-    # --profile here is the network (netem) profile, as before: the hardware profile is --hw-profile
-    add_profile_option(p, "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",
-                       note=" (not its threads: the demo pins the edge to one core)")
+    add_profile_option(p, "--profile", "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",
+                       note=" (not its threads: the demo pins the edge to one core); the edge model must fit its "
+                            "memory_mb")
+    add_budget_option(p)
     p.set_defaults(func=_cmd_demo, variant=None)

