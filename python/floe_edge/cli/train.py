@@ -79,7 +79,7 @@ def _cmd_lora(args: argparse.Namespace) -> int:
     config = TrainConfig.from_profile(
         profile, rank=args.rank, alpha=args.alpha, targets=tuple(args.targets) if args.targets else None,
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_tokens=args.batch_tokens,
-        max_len=args.max_len, seed=args.seed, dtype=args.dtype,
+        max_len=args.max_len, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
         threads=args.threads or min(profile.threads, os.cpu_count() or 1))  # a profile's 4 cores on a 2-core host
     base = Path(resolve_model(args.base))
     user, records, where = _user_records(Path(args.data), args.user)
@@ -159,6 +159,7 @@ def register(sub: Subparsers) -> None:
     lora.add_argument("--threads", type=int, help="torch threads (default: the profile's)")
     lora.add_argument("--dtype", choices=("f16", "f32"), help="the adapter's tensor type (default f16)")
     lora.add_argument("--checkpoint", help="training state file, for resuming (default: OUT.ckpt)")
+    lora.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 20)")
     lora.add_argument("--restart", action="store_true", help="ignore and remove an existing checkpoint")
     lora.add_argument("--eval", action="store_true", help="then score the user's test.jsonl: held-out top-1 of "
                       "the base without and with the private context, and with the adapter")

@@ -49,11 +49,18 @@ def load_base(gguf_path: Path) -> Any:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # ours is the progress the user sees
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own bar
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                      dtype=torch.float32)
     except Exception as e:  # transformers raises many types for a file it cannot read
         raise TrainError(f"{gguf_path}: transformers cannot load it as a base model: {e}") from None
+    finally:
+        if quiet is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
     if model.config.model_type != "llama":
         raise TrainError(f"{gguf_path}: architecture {model.config.model_type!r}; LoRA training and export support "
                          "llama models (the edge SLM)")
@@ -66,8 +73,8 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]  # a float works (alpha/r) lora_dropout=0.0, target_modules=config.peft_targets,
-                      bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]  # a float is fine (alpha/r)
+                      lora_dropout=0.0, target_modules=config.peft_targets, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
 
