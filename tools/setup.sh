@@ -24,3 +24,19 @@ fi
 # the cached wheel, also over one an older .venv holds (same version: pip would keep that one)
 .venv/bin/pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
 .venv/bin/pip install -q ".[$extra]"
+# train: also llama.cpp's own LoRA converter (convert_lora_to_gguf.py and what it imports), from the source of the
+# llama-cpp-python version above, so that tests can check that adapters llama.cpp writes load in ours
+if [ "$extra" = train ]; then
+    version=$(basename "$(ls "$wheels"/llama_cpp_python-*.whl | head -1)" | cut -d- -f2)
+    convert="${FLOE_WHEEL_CACHE:-$HOME/.cache/floe/wheels}/llama.cpp-convert-$version"
+    if [ ! -f "$convert/convert_lora_to_gguf.py" ]; then
+        echo "fetching llama.cpp's LoRA converter (llama-cpp-python $version source) into $convert" >&2
+        src=$(mktemp -d)
+        .venv/bin/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$src"
+        rm -rf "$convert.tmp" && mkdir -p "$convert.tmp"
+        tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$convert.tmp" --strip-components=3 --wildcards \
+            '*/vendor/llama.cpp/convert_lora_to_gguf.py' '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+            '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
+        mv "$convert.tmp" "$convert" && rm -rf "$src"
+    fi
+fi
