@@ -55,7 +55,8 @@ def speed_table(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 def accuracy_table(users: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
     """Rows per user and task, then all users; and whether the adapter beat the private context everywhere."""
-    lines = ["| user | task | tokens | prompt only | private context | + LoRA | gain |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| user | task | tokens | prompt only | private context | + LoRA | gain |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     totals: dict[tuple[str, str], list[float]] = {}
     everywhere = True
     for user, report in users.items():

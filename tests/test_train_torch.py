@@ -143,3 +143,20 @@ def test_the_cli_killed_with_sigkill_resumes_from_its_last_checkpoint(tiny: Path
     report = json.loads(done.stdout)
     assert report["resumed_from_step"] in (6, 12, 18) and report["steps"] == 20 and not ckpt.exists()
     assert_same_adapter(out, reference.adapter)
+
+
+def test_training_can_start_from_an_adapter_of_its_rank(tiny: Path, reference) -> None:
+    """What the federation hands a client: its pairs go into the PEFT model (q/k rows back in HF's order) and come
+    out of the export unchanged."""
+    from floe_edge.train.model import attach_lora, export_adapter, load_adapter_into, load_base
+
+    adapter = LoraAdapter.read(reference.adapter)
+    model = attach_lora(load_base(tiny), CONFIG)
+    load_adapter_into(model, adapter, CONFIG)
+    again = export_adapter(model, tiny, "f16")
+    for name, (a, b) in adapter.pairs.items():
+        np.testing.assert_array_equal(again.pairs[name][0], a, err_msg=name)
+        np.testing.assert_array_equal(again.pairs[name][1], b, err_msg=name)
+    with pytest.raises(TrainError, match="rank 4"):
+        load_adapter_into(attach_lora(load_base(tiny), TrainConfig(rank=8, targets=CONFIG.targets)), adapter,
+                          TrainConfig(rank=8, targets=CONFIG.targets))

@@ -24,7 +24,7 @@ import numpy as np
 
 from .lora_file import AdapterError, LoraAdapter, open_gguf
 
-__all__ = ["PEFT_MODULES", "import_peft", "rope_permute_rows"]
+__all__ = ["PEFT_MODULES", "import_peft", "rope_permute_rows", "rope_unpermute_rows"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,6 +45,15 @@ def rope_permute_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
         raise AdapterError(f"cannot split {n} rows into {n_head} heads of pairs")
     per_half = n // n_head // 2
     return rows.reshape(n_head, 2, per_half, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def rope_unpermute_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of `rope_permute_rows`: a GGUF q/k row order back to HF's (to train on from a GGUF adapter)."""
+    n = rows.shape[0]
+    if n_head < 1 or n % (2 * n_head):
+        raise AdapterError(f"cannot split {n} rows into {n_head} heads of pairs")
+    per_half = n // n_head // 2
+    return rows.reshape(n_head, per_half, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
 def import_peft(peft_dir: PathLike, base_gguf: PathLike) -> LoraAdapter:

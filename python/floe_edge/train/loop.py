@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
+import numpy as np
+
+from ..adapters import LoraAdapter
 from ..data.records import Record
 from ..data.tokens import RecordTokens, tokenize_record
 from .batches import IGNORE, Batch, epoch_batches
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .model import TrainError, attach_lora, export_adapter, load_base, lora_state, require_train_extra
+from .model import (TrainError, attach_lora, export_adapter, load_adapter_into, load_base, lora_state,
+                    require_train_extra)
 
 if TYPE_CHECKING:
     import torch
@@ -76,20 +80,23 @@ def build_examples(tokenizer: object, records: Sequence[Record], config: TrainCo
 
 
 def train_lora(base_gguf: PathLike, examples: Sequence[RecordTokens], config: TrainConfig, out: PathLike,
-               checkpoint: Optional[PathLike] = None,
-               progress: Optional[Callable[[StepInfo], None]] = None) -> TrainResult:
+               checkpoint: Optional[PathLike] = None, progress: Optional[Callable[[StepInfo], None]] = None,
+               init: Optional[LoraAdapter] = None) -> TrainResult:
     """Train a LoRA on `examples` and write it to `out` as a GGUF adapter for `base_gguf`. With `checkpoint` (a
     file), the state is saved there every `config.checkpoint_every` steps and on Ctrl-C, a run finding its own
-    checkpoint resumes from it, and the file is removed once the adapter is written."""
+    checkpoint resumes from it, and the file is removed once the adapter is written. With `init` (an adapter of the
+    config's rank and alpha), training starts from its weights instead of a fresh LoRA."""
     require_train_extra()
     import torch
 
     base_gguf, out = Path(base_gguf), Path(out)
     ckpt_path = Path(checkpoint) if checkpoint else None
-    fingerprint = config.fingerprint(_file_digest(base_gguf), _examples_digest(examples))
+    fingerprint = config.fingerprint(_file_digest(base_gguf), _examples_digest(examples), _adapter_digest(init))
     state = load_checkpoint(ckpt_path, fingerprint) if ckpt_path else None
     torch.set_num_threads(config.threads)
     model = attach_lora(load_base(base_gguf), config)
+    if init is not None:
+        load_adapter_into(model, init, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     plan = _Plan(examples, config)
@@ -215,3 +222,14 @@ def _examples_digest(examples: Sequence[RecordTokens]) -> str:
         digest.update(repr((ex.input_ids, ex.completion_ids)).encode())
     return digest.hexdigest()
 
+
+
+def _adapter_digest(adapter: Optional[LoraAdapter]) -> str:
+    if adapter is None:
+        return ""
+    digest = hashlib.sha256(f"{adapter.architecture}/{adapter.alpha}".encode())
+    for name in sorted(adapter.pairs):
+        digest.update(name.encode())
+        for array in adapter.pairs[name]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..adapters import LoraAdapter, import_peft
+from ..adapters.peft_import import PEFT_MODULES, rope_unpermute_rows
 from .config import TrainConfig
 
-__all__ = ["TrainError", "load_base", "attach_lora", "lora_state", "export_adapter"]
+__all__ = ["TrainError", "load_base", "attach_lora", "lora_state", "export_adapter", "load_adapter_into"]
 
 
 class TrainError(RuntimeError):
@@ -93,3 +94,30 @@ def export_adapter(model: Any, base_gguf: Path, dtype: str) -> LoraAdapter:
         half = {name: (a.astype(np.float16), b.astype(np.float16)) for name, (a, b) in adapter.pairs.items()}
         adapter = LoraAdapter(adapter.architecture, adapter.alpha, half)
     return adapter
+
+
+def load_adapter_into(model: Any, adapter: LoraAdapter, config: TrainConfig) -> None:
+    """Start training from `adapter` (a GGUF adapter of this run's rank and alpha, e.g. the federation's global one):
+    its pairs replace the fresh LoRA weights, the q/k lora_b rows put back in HF's order."""
+    import torch
+
+    if adapter.rank != config.rank or adapter.alpha != config.alpha:
+        raise TrainError(f"the initial adapter has rank {adapter.rank} and alpha {adapter.alpha}; this run trains "
+                         f"rank {config.rank}, alpha {config.alpha}")
+    heads = {"q_proj": model.config.num_attention_heads, "k_proj": model.config.num_key_value_heads}
+    modules = {f"blk.{i}.{gguf}.weight": (i, peft) for i in range(model.config.num_hidden_layers)
+               for peft, gguf in PEFT_MODULES.items()}
+    params = dict(model.named_parameters())
+    for name, (a, b) in adapter.pairs.items():
+        if name not in modules:
+            raise TrainError(f"the initial adapter adapts {name}, which this model does not have")
+        layer, module = modules[name]
+        part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+        prefix = f"base_model.model.model.layers.{layer}.{part}.{module}"
+        if f"{prefix}.lora_A.default.weight" not in params:
+            raise TrainError(f"the initial adapter adapts {name}, which this run does not train (targets)")
+        if module in heads:
+            b = rope_unpermute_rows(b, heads[module])
+        with torch.no_grad():
+            params[f"{prefix}.lora_A.default.weight"].copy_(torch.from_numpy(np.asarray(a, np.float32)))
+            params[f"{prefix}.lora_B.default.weight"].copy_(torch.from_numpy(np.asarray(b, np.float32)))
