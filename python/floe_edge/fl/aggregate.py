@@ -120,7 +120,7 @@ def clip_update(a: np.ndarray, b: np.ndarray, max_norm: float) -> tuple[np.ndarr
     problem = _update_problem((a, b))
     if problem:
         raise AggregationError(f"clip_update: {problem}")
-    if isinstance(max_norm, bool) or not isinstance(max_norm, Real) or not 0 < max_norm < math.inf:
+    if not _positive_finite(max_norm):
         raise AggregationError(f"clip_update: max_norm {max_norm!r} is not a positive finite number")
     norm = update_norm(a, b)
     factor = math.sqrt(max_norm / norm) if norm > max_norm else 1.0
@@ -233,9 +233,11 @@ def _update_problem(update: Any) -> Optional[str]:
 
 
 def _weight_problem(weight: Any) -> Optional[str]:
-    if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 < weight < math.inf:
-        return f"weight {weight!r} is not a positive finite number"
-    return None
+    return None if _positive_finite(weight) else f"weight {weight!r} is not a positive finite number"
+
+
+def _positive_finite(x: Any) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool) and 0 < float(x) < math.inf
 
 
 def _checked_ranks(out_ranks: Sequence[int], n_out: int, n_in: int) -> list[int]:
