@@ -207,7 +207,8 @@ def _fresh_rows(span: np.ndarray, count: int) -> np.ndarray:
 
 
 def _float32(a: np.ndarray, b: np.ndarray) -> Factors:
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow is reported below, as an AggregationError
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
     if not (np.isfinite(a32).all() and np.isfinite(b32).all()):
         raise AggregationError("the aggregate overflows float32 (updates with huge values?)")
     return a32, b32
