@@ -34,6 +34,7 @@ def adapter_from_factors(architecture: str, factors: Mapping[str, Factors], rank
     scale = alpha / int(rank)
     pairs = {}
     for name, (a, b) in factors.items():
+        a, b = np.asarray(a), np.asarray(b)
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != rank or b.shape[1] != rank:
             raise AggregationError(f"{name}: factors A {a.shape}, B {b.shape} are not of rank {rank}")
         pairs[name] = (np.asarray(a, np.float32), (np.asarray(b, np.float64) / scale).astype(np.float32))

@@ -12,7 +12,8 @@ Methods, each returning for every requested rank r a pair (A (r, n_in), B (n_out
   Acatᵀ = Q_a R_a, ΔW = Q_b (R_b diag(w) R_aᵀ) Q_aᵀ and the SVD of the small core gives ΔW's SVD exactly.
   Cost per projection: about 2(n_out + n_in)R² flops for the QRs plus O(R³) for the core and (n_out + n_in)·R·r to
   form the factors, memory O((n_out + n_in)·R), never the dense n_out × n_in matrix. For 1536 × 576 and ranks
-  4/8/16 (R = 28) that is about 5 Mflop, against several Gflop for an SVD of the dense ΔW.
+  4/8/16 (R = 28) that is about 5 Mflop, against several Gflop for an SVD of the dense ΔW. The saving shrinks as
+  R grows: once R nears min(n_out, n_in) (many clients) the core is as big as ΔW, still exact, no longer cheaper.
 - "zeropad" (HetLoRA): every A padded to r_max rows and B to r_max columns with zeros, A and B averaged separately
   (weighted), each output the first r rows / columns. Inexact: kept to compare.
 - "median", "trimmed_mean" (Byzantine-tolerant): the coordinate-wise median / trimmed mean of the dense ΔW_i, then
