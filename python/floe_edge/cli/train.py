@@ -80,6 +80,7 @@ def _cmd_lora(args: argparse.Namespace) -> int:
         profile, rank=args.rank, alpha=args.alpha, targets=tuple(args.targets) if args.targets else None,
         epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_tokens=args.batch_tokens,
         max_len=args.max_len, seed=args.seed, dtype=args.dtype, checkpoint_every=args.checkpoint_every,
+        activation_checkpointing=False if args.no_activation_checkpointing else None,
         threads=args.threads or min(profile.threads, os.cpu_count() or 1))  # a profile's 4 cores on a 2-core host
     base = Path(resolve_model(args.base))
     user, records, where = _user_records(Path(args.data), args.user)
@@ -153,8 +154,10 @@ def register(sub: Subparsers) -> None:
     lora.add_argument("--epochs", type=int, help="passes over the records (default 3)")
     lora.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     lora.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    lora.add_argument("--batch-tokens", type=int, help="padded tokens per step; bounds memory (default 1024)")
+    lora.add_argument("--batch-tokens", type=int, help="padded tokens per step; bounds memory (default 512)")
     lora.add_argument("--max-len", type=int, help="tokens per record; longer inputs lose their start (default 512)")
+    lora.add_argument("--no-activation-checkpointing", action="store_true", help="keep every activation for the "
+                      "backward pass instead of recomputing them: more memory")
     lora.add_argument("--seed", type=int, help="LoRA initialization and record order (default 0)")
     lora.add_argument("--threads", type=int, help="torch threads (default: the profile's)")
     lora.add_argument("--dtype", choices=("f16", "f32"), help="the adapter's tensor type (default f16)")

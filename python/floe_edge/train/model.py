@@ -74,6 +74,9 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)
+    if config.activation_checkpointing:  # keep each layer's input only, recompute the rest in the backward pass
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]  # a float is fine (alpha/r)
                       lora_dropout=0.0, target_modules=config.peft_targets, bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
