@@ -46,12 +46,13 @@ def write_random_adapter(model: Path, rank: int, out: Path, dtype: str = "f32") 
         c = slm.config
     size = {"dim": int(c["dim"]), "kv": int(c["n_kv_heads"]) * int(c["head_dim"]), "ffn": int(c["ffn_dim"])}
     rng = np.random.default_rng(0)
+    np_dtype = {"f32": np.float32, "f16": np.float16}[dtype]
     pairs = {}
     for layer in range(int(c["n_layers"])):
         for proj, (i, o) in PROJECTIONS.items():
             n_in, n_out = size[i], size[o]
-            pairs[f"blk.{layer}.{proj}.weight"] = (rng.normal(0, 1 / np.sqrt(n_in), (rank, n_in)).astype(dtype),
-                                                   rng.normal(0, 0.02, (n_out, rank)).astype(dtype))
+            pairs[f"blk.{layer}.{proj}.weight"] = (rng.normal(0, 1 / np.sqrt(n_in), (rank, n_in)).astype(np_dtype),
+                                                   rng.normal(0, 0.02, (n_out, rank)).astype(np_dtype))
     LoraAdapter("llama", float(rank), pairs).write(out)
     return len(pairs)
 
