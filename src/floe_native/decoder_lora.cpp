@@ -29,7 +29,6 @@ void Decoder::set_adapters(std::vector<ActiveAdapter> adapters, bool keep_cache)
     lora_jobs_.reserve(3 + 3 * adapters.size());
     lora_terms_.clear();
     lora_terms_.reserve(3 * adapters.size());
-    lora_scratch_.resize(adapters.empty() ? 0 : lora_scratch_floats(kMaxBatch, pool_.size()));
     adapters_ = std::move(adapters);
     if (!same && !keep_cache && n_past_ > 0) stale_ = true;
 }
@@ -52,7 +51,7 @@ void Decoder::project(int layer, const Proj* projs, const MatmulJob* base, int n
             if (pair == nullptr) continue;
             float* t = &lora_t_[(a * kNumProj + static_cast<size_t>(projs[i])) * lora_t_stride_];
             lora_jobs_.push_back(lora_a_job(*pair, t));
-            lora_terms_.push_back({pair, adapters_[a].adapter->scale(*pair, adapters_[a].scale), t});
+            lora_terms_.push_back(lora_term(*pair, adapters_[a].adapter->scale(*pair, adapters_[a].scale), t));
         }
     }
     for (int i = 0; i < n_proj; ++i) {
@@ -60,7 +59,7 @@ void Decoder::project(int layer, const Proj* projs, const MatmulJob* base, int n
         sites[i] = {base[i].y, base[i].ldy, base[i].rows, lora_terms_.data() + first_term[i], end - first_term[i]};
     }
     matmul_jobs(kern_, lora_jobs_.data(), static_cast<int>(lora_jobs_.size()), cols, x, n, pool_, scratch_);
-    if (!lora_terms_.empty()) lora_apply(kern_, sites, n_proj, n, pool_, lora_scratch_);
+    if (!lora_terms_.empty()) lora_apply(kern_, sites, n_proj, n, pool_);
 }
 
 // Run the cached tokens again under the current adapters, rewriting their keys and values. A cancel leaves the

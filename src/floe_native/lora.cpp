@@ -7,8 +7,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <new>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace floe {
 
@@ -16,8 +22,12 @@ namespace {
 
 constexpr const char* kProjNames[kNumProj] = {"attn_q", "attn_k", "attn_v", "attn_output",
                                               "ffn_gate", "ffn_up", "ffn_down"};
-constexpr int64_t kRowChunk = 16;   // rows handed to threads together, as matmul's chunks
-constexpr int64_t kRowBlock = 256;  // rows of one gemm call (fewer calls; scratch stays small)
+// The arena's order: per layer, the projections as the decoder groups them (those sharing an input), each group's
+// A's and then its B's, as a forward pass reads them: lora_up's prefetches running past one B land in the next.
+constexpr Proj kReadOrder[][3] = {{Proj::Q, Proj::K, Proj::V}, {Proj::O}, {Proj::Gate, Proj::Up}, {Proj::Down}};
+constexpr size_t kGroupSize[] = {3, 1, 2, 1};
+constexpr size_t kAlign = 64;                  // every matrix starts on a cache line
+constexpr size_t kHugePage = size_t{2} << 20;  // arenas this big are huge-page aligned: fewer TLB misses per token
 
 const Weight& base_weight(const LayerWeights& l, Proj p) {
     const Weight* w[kNumProj] = {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
@@ -94,6 +104,7 @@ QType check_values(const GGUFTensor& t) {
     return type;
 }
 
+// A validated pair; its a and b_panels still point into the file (B not yet packed) until the arena is filled.
 LoraPair make_pair(const GGUFTensor& a, const GGUFTensor& b, const Weight& w) {
     LoraPair p;
     p.a_type = check_values(a);
@@ -107,7 +118,7 @@ LoraPair make_pair(const GGUFTensor& a, const GGUFTensor& b, const Weight& w) {
         bad(b.name, "has shape " + shape_text(b) + ", expected [" + std::to_string(a.ne[1]) + ", " +
                         std::to_string(w.rows) + "] (r of lora_a, n_out of the base tensor)");
     p.a = a.data;
-    p.b = b.data;
+    p.b_panels = b.data;
     p.r = static_cast<int>(a.ne[1]);
     p.n_in = w.cols;
     p.n_out = w.rows;
@@ -121,7 +132,47 @@ std::string required_string(const GGUFFile& f, const std::string& key, const std
     return std::get<std::string>(v->scalar);
 }
 
+size_t esize(QType t) { return t == QType::F16 ? sizeof(fp16_t) : sizeof(float); }
+size_t aligned(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+uint8_t* alloc_arena(size_t bytes) {
+    const size_t align = bytes >= kHugePage ? kHugePage : kAlign;
+    const size_t size = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, size);
+    if (p == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    // A hint (THP may be off, which only costs speed). Measured on Zen4 with cold caches: an f32 r=8 adapter's A and
+    // B steps 0.81 -> 0.61 ms per token; the first arena may pay THP compaction at load (~35 ms once, here).
+    if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return static_cast<uint8_t*>(p);
+}
+
 }  // namespace
+
+size_t lora_panels_bytes(QType type, int r, int64_t n_out) {
+    return static_cast<size_t>((n_out + kLoraPanel - 1) / kLoraPanel) * kLoraPanel * r * esize(type);
+}
+
+namespace {
+
+template <class T>
+void pack_panels(const T* b, int r, int64_t n_out, T* panels) {
+    for (int64_t o = 0; o < n_out; ++o)
+        for (int j = 0; j < r; ++j) panels[((o / kLoraPanel) * r + j) * kLoraPanel + o % kLoraPanel] = b[o * r + j];
+}
+
+}  // namespace
+
+void pack_lora_b(QType type, const void* b, int r, int64_t n_out, void* panels) {
+    std::memset(panels, 0, lora_panels_bytes(type, r, n_out));  // the rows past n_out
+    if (type == QType::F16)
+        pack_panels(static_cast<const fp16_t*>(b), r, n_out, static_cast<fp16_t*>(panels));
+    else
+        pack_panels(static_cast<const float*>(b), r, n_out, static_cast<float*>(panels));
+}
+
+void Adapter::FreeArena::operator()(void* p) const { std::free(p); }
 
 const char* proj_name(Proj p) { return kProjNames[static_cast<int>(p)]; }
 
@@ -130,8 +181,8 @@ std::string model_shape(const ModelConfig& c) {
            std::to_string(c.kv_dim()) + " ffn" + std::to_string(c.ffn_dim);
 }
 
-Adapter::Adapter(const std::string& path, const Model& base) : file_(std::make_unique<GGUFFile>(path)) {
-    const GGUFFile& f = *file_;
+Adapter::Adapter(const std::string& path, const Model& base) {
+    const GGUFFile f(path);
     const ModelConfig& c = base.config();
     if (const std::string t = required_string(f, "general.type", "adapter"); t != "adapter")
         throw ModelError("not a LoRA adapter: general.type is '" + t + "', expected 'adapter'");
@@ -174,7 +225,36 @@ Adapter::Adapter(const std::string& path, const Model& base) : file_(std::make_u
         ++n_pairs_;
         max_rank_ = std::max(max_rank_, p.r);
     }
-    file_->drop_metadata();
+    fill_arena();
+}
+
+// Copies every A and packs every B into one arena in kReadOrder; the pairs then point there and the file closes.
+void Adapter::fill_arena() {
+    size_t bytes = 0;
+    const auto each = [&](auto&& f) {  // f(pair, is_b) in arena order
+        for (auto& layer : layers_)
+            for (size_t g = 0; g < std::size(kReadOrder); ++g)
+                for (int is_b = 0; is_b < 2; ++is_b)
+                    for (size_t i = 0; i < kGroupSize[g]; ++i)
+                        if (LoraPair& p = layer[static_cast<size_t>(kReadOrder[g][i])]; p.r > 0) f(p, is_b != 0);
+    };
+    each([&](const LoraPair& p, bool is_b) {
+        bytes += aligned(is_b ? lora_panels_bytes(p.b_type, p.r, p.n_out) : p.r * p.n_in * esize(p.a_type));
+    });
+    arena_.reset(alloc_arena(bytes));
+    size_t at = 0;
+    each([&](LoraPair& p, bool is_b) {
+        uint8_t* dst = arena_.get() + at;
+        if (is_b) {
+            pack_lora_b(p.b_type, p.b_panels, p.r, p.n_out, dst);
+            p.b_panels = dst;
+            at += aligned(lora_panels_bytes(p.b_type, p.r, p.n_out));
+        } else {
+            std::memcpy(dst, p.a, p.r * p.n_in * esize(p.a_type));
+            p.a = dst;
+            at += aligned(p.r * p.n_in * esize(p.a_type));
+        }
+    });
 }
 
 const LoraPair* Adapter::pair(int layer, Proj p) const {
@@ -200,51 +280,25 @@ MatmulJob lora_a_job(const LoraPair& pair, float* t) {
     return {pair.a_type, pair.a, pair.r, t, static_cast<size_t>(pair.r)};
 }
 
-size_t lora_scratch_floats(int n, int n_threads) {
-    return 2 * static_cast<size_t>(kRowBlock) * n * n_threads;  // per thread: tmp + delta of kRowBlock rows x n
+LoraTerm lora_term(const LoraPair& pair, float scale, const float* t) {
+    return {pair.b_type, pair.b_panels, pair.r, scale, t};
 }
 
-namespace {
-
-// Rows [r0, r0 + nr) of one site: tmp = B t per term, delta = sum of scale * tmp, then y += delta.
-void apply_rows(const Kernels& k, const LoraSite& site, int64_t r0, int nr, int n, float* tmp, float* delta) {
-    for (int i = 0; i < site.n_terms; ++i) {
-        const LoraTerm& term = site.terms[i];
-        const LoraPair& p = *term.pair;
-        const size_t ldb = row_size(p.b_type, p.r);
-        k.gemm(p.b_type)(p.r, static_cast<const char*>(p.b) + r0 * ldb, ldb, nr, term.t, p.r * sizeof(float), n, tmp,
-                         nr);
-        for (int64_t j = 0; j < static_cast<int64_t>(nr) * n; ++j)
-            delta[j] = i == 0 ? term.scale * tmp[j] : delta[j] + term.scale * tmp[j];
-    }
-    for (int c = 0; c < n; ++c)
-        for (int row = 0; row < nr; ++row) site.y[c * site.ldy + r0 + row] += delta[c * nr + row];
-}
-
-}  // namespace
-
-void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, ThreadPool& pool,
-                std::vector<float>& scratch) {
-    const size_t per_thread = lora_scratch_floats(n, 1);
-    if (scratch.size() < per_thread * pool.size()) scratch.resize(per_thread * pool.size());
-    int64_t chunks = 0;
+void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, ThreadPool& pool) {
+    int64_t panels = 0;
     for (int s = 0; s < n_sites; ++s)
-        if (sites[s].n_terms > 0) chunks += (sites[s].rows + kRowChunk - 1) / kRowChunk;
+        if (sites[s].n_terms > 0) panels += (sites[s].rows + kLoraPanel - 1) / kLoraPanel;
     pool.run([&](int tid, int nth) {
-        float* tmp = &scratch[per_thread * tid];
-        float* delta = tmp + per_thread / 2;
-        // This thread's contiguous share of all chunks, walked site by site in blocks of up to kRowBlock rows.
-        const int64_t c0 = chunks * tid / nth, c1 = chunks * (tid + 1) / nth;
-        int64_t first = 0;  // the site's first chunk
+        // This thread's contiguous share of all panels, walked site by site.
+        const int64_t c0 = panels * tid / nth, c1 = panels * (tid + 1) / nth;
+        int64_t first = 0;  // the site's first panel
         for (int s = 0; s < n_sites && first < c1; ++s) {
             const LoraSite& site = sites[s];
             if (site.n_terms == 0) continue;
-            const int64_t site_chunks = (site.rows + kRowChunk - 1) / kRowChunk;
-            const int64_t lo = std::max(c0, first) - first, hi = std::min(c1, first + site_chunks) - first;
-            first += site_chunks;
-            const int64_t end = std::min(site.rows, hi * kRowChunk);
-            for (int64_t r0 = lo * kRowChunk; r0 < end; r0 += kRowBlock)
-                apply_rows(k, site, r0, static_cast<int>(std::min(kRowBlock, end - r0)), n, tmp, delta);
+            const int64_t site_panels = (site.rows + kLoraPanel - 1) / kLoraPanel;
+            const int64_t lo = std::max(c0, first) - first, hi = std::min(c1, first + site_panels) - first;
+            first += site_panels;
+            if (lo < hi) k.lora_up(site.terms, site.n_terms, site.rows, lo, hi, n, site.y, site.ldy);
         }
     });
 }

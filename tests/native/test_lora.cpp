@@ -42,14 +42,22 @@ Matrix make_matrix(QType type, size_t n, float scale) {
     return m;
 }
 
+// A pair as an Adapter holds it: B packed as panels.
 struct TestPair {
     Matrix a, b;
+    std::vector<uint8_t> b_panels;
     LoraPair pair;
+    void pack() {
+        b_panels.resize(lora_panels_bytes(b.type, pair.r, pair.n_out));
+        pack_lora_b(b.type, b.bytes.data(), pair.r, pair.n_out, b_panels.data());
+        pair.b_panels = b_panels.data();
+    }
 };
 
 std::unique_ptr<TestPair> make_test_pair(int r, int64_t n_in, int64_t n_out, QType at, QType bt) {
-    auto p = std::make_unique<TestPair>(TestPair{make_matrix(at, r * n_in, 0.3f), make_matrix(bt, n_out * r, 0.3f), {}});
-    p->pair = {at, bt, p->a.bytes.data(), p->b.bytes.data(), r, n_in, n_out};
+    auto p = std::make_unique<TestPair>(TestPair{make_matrix(at, r * n_in, 0.3f), make_matrix(bt, n_out * r, 0.3f), {}, {}});
+    p->pair = {at, bt, p->a.bytes.data(), nullptr, r, n_in, n_out};
+    p->pack();
     return p;
 }
 
@@ -59,18 +67,18 @@ std::vector<float> run_projection(const Kernels& k, const std::vector<float>& w,
                                   const std::vector<float>& x, int n, int threads = 2) {
     ThreadPool pool(threads);
     std::vector<uint8_t> scratch;
-    std::vector<float> lora_scratch, y(static_cast<size_t>(n * n_out));
+    std::vector<float> y(static_cast<size_t>(n * n_out));
     std::vector<std::vector<float>> t(pairs.size());
     std::vector<MatmulJob> jobs = {{QType::F32, w.data(), n_out, y.data(), static_cast<size_t>(n_out)}};
     std::vector<LoraTerm> terms;
     for (size_t i = 0; i < pairs.size(); ++i) {
         t[i].resize(static_cast<size_t>(n * pairs[i]->r));
         jobs.push_back(lora_a_job(*pairs[i], t[i].data()));
-        terms.push_back({pairs[i], scales[i], t[i].data()});
+        terms.push_back(lora_term(*pairs[i], scales[i], t[i].data()));
     }
     matmul_jobs(k, jobs.data(), static_cast<int>(jobs.size()), n_in, x.data(), n, pool, scratch);
     const LoraSite site{y.data(), static_cast<size_t>(n_out), n_out, terms.data(), static_cast<int>(terms.size())};
-    lora_apply(k, &site, 1, n, pool, lora_scratch);
+    lora_apply(k, &site, 1, n, pool);
     return y;
 }
 
@@ -161,6 +169,7 @@ TEST(lora_exact_identities) {
     auto p = make_test_pair(s.r, s.n_in, s.n_out, QType::F16, QType::F32);
     auto zero = make_test_pair(s.r, s.n_in, s.n_out, QType::F32, QType::F16);
     std::fill(zero->b.bytes.begin(), zero->b.bytes.end(), 0);
+    zero->pack();
     for (const Kernels* k : available_variants()) {
         const auto whole = run_projection(*k, w, s.n_in, s.n_out, {&p->pair}, {1.5f}, x, n);
         const auto halves = run_projection(*k, w, s.n_in, s.n_out, {&p->pair, &p->pair}, {0.75f, 0.75f}, x, n);
@@ -171,5 +180,122 @@ TEST(lora_exact_identities) {
         const auto one_thread = run_projection(*k, w, s.n_in, s.n_out, {&p->pair}, {1.5f}, x, n, 1);
         const auto three_threads = run_projection(*k, w, s.n_in, s.n_out, {&p->pair}, {1.5f}, x, n, 3);
         CHECK(one_thread == whole && three_threads == whole, "%s: thread count changed the result", k->name);
+    }
+}
+
+// ---- the lora_up kernel itself, every variant against ref (the specification), on B as panels -----------------
+
+namespace {
+
+struct UpCase {
+    std::vector<std::unique_ptr<TestPair>> pairs;
+    std::vector<std::vector<float>> t;
+    std::vector<LoraTerm> terms;
+};
+
+// Terms over one output of `rows` rows for n tokens; types alternate f32 / f16, ranks cycle through rs.
+UpCase make_up_case(int64_t rows, const std::vector<int>& rs, int n, float b_scale, float t_scale) {
+    UpCase u;
+    for (size_t i = 0; i < rs.size(); ++i) {
+        const QType bt = i % 2 ? QType::F16 : QType::F32;
+        u.pairs.push_back(make_test_pair(rs[i], 1, rows, QType::F32, bt));
+        if (b_scale != 0.3f) {  // rescale B (the callers keep f16 B well within its range)
+            Matrix& b = u.pairs.back()->b;
+            for (float& v : b.values) v *= b_scale / 0.3f;
+            if (bt == QType::F32) std::memcpy(b.bytes.data(), b.values.data(), b.bytes.size());
+            if (bt == QType::F16) {
+                ref::quantize_f16(b.values.data(), b.bytes.data(), static_cast<int64_t>(b.values.size()));
+                ref::dequantize(QType::F16, b.bytes.data(), b.values.data(), static_cast<int64_t>(b.values.size()));
+            }
+            u.pairs.back()->pack();
+        }
+        u.t.push_back(randn(static_cast<size_t>(n * rs[i]), t_scale));
+    }
+    for (size_t i = 0; i < rs.size(); ++i)
+        u.terms.push_back(lora_term(u.pairs[i]->pair, i % 2 ? -0.625f : 1.5f, u.t[i].data()));
+    return u;
+}
+
+}  // namespace
+
+TEST(lora_pack_b_layout) {
+    auto p = make_test_pair(3, 1, 17, QType::F32, QType::F32);
+    const auto* panels = reinterpret_cast<const float*>(p->b_panels.data());
+    CHECK(p->b_panels.size() == 2 * 3 * kLoraPanel * sizeof(float), "panel bytes %zu", p->b_panels.size());
+    int bad = 0;
+    for (int64_t o = 0; o < 2 * kLoraPanel; ++o)
+        for (int j = 0; j < 3; ++j) {
+            const float want = o < 17 ? p->b.values[o * 3 + j] : 0.0f;
+            bad += panels[((o / kLoraPanel) * 3 + j) * kLoraPanel + o % kLoraPanel] != want;
+        }
+    CHECK(bad == 0, "%d panel values misplaced", bad);
+}
+
+TEST(lora_up_matches_reference) {
+    struct Scale {
+        float b, t;
+    };
+    // ordinary values, large products (|B t| near 1e37), tiny ones (subnormal products), t all zero
+    const Scale scales[] = {{0.3f, 1.0f}, {1e30f, 1e7f}, {1e-20f, 1e-20f}, {0.3f, 0.0f}};
+    for (int64_t rows : {1, 5, 16, 17, 33, 200})
+        for (const std::vector<int>& rs : {std::vector<int>{1}, {8}, {3, 13}, {8, 8, 5}})
+            for (int n : {1, 2, 5})
+                for (const Scale& sc : scales) {
+                    const Scale use = rs.size() > 1 && sc.b > 1.0f ? Scale{1e4f, 1e4f} : sc;  // f16 terms: its range
+                    const UpCase u = make_up_case(rows, rs, n, use.b, use.t);
+                    const size_t ldy = static_cast<size_t>(rows) + 7;  // rows..ldy must stay untouched
+                    const std::vector<float> y0 = randn(ldy * n, 1.0f);
+                    const int64_t panels = (rows + kLoraPanel - 1) / kLoraPanel;
+                    std::vector<float> want = y0;
+                    ref::lora_up(u.terms.data(), static_cast<int>(u.terms.size()), rows, 0, panels, n, want.data(), ldy);
+                    for (const Kernels* k : available_variants()) {
+                        std::vector<float> got = y0;
+                        // two calls over [0, 1) and [1, panels), as two threads would split them
+                        k->lora_up(u.terms.data(), static_cast<int>(u.terms.size()), rows, 0, 1, n, got.data(), ldy);
+                        k->lora_up(u.terms.data(), static_cast<int>(u.terms.size()), rows, 1, panels, n, got.data(), ldy);
+                        int bad = 0, touched = 0;
+                        for (int c = 0; c < n; ++c)
+                            for (size_t o = 0; o < ldy; ++o) {
+                                const size_t i = c * ldy + o;
+                                if (o >= static_cast<size_t>(rows)) {
+                                    touched += std::memcmp(&got[i], &y0[i], sizeof(float)) != 0;
+                                    continue;
+                                }
+                                double mag = std::fabs(y0[i]);
+                                for (size_t ti = 0; ti < u.terms.size(); ++ti)
+                                    for (int j = 0; j < rs[ti]; ++j)
+                                        mag += std::fabs(static_cast<double>(u.terms[ti].scale) *
+                                                         u.pairs[ti]->b.values[o * rs[ti] + j] * u.t[ti][c * rs[ti] + j]);
+                                bad += !(std::fabs(static_cast<double>(got[i]) - want[i]) <= 1e-5 * mag + 1e-30);
+                            }
+                        CHECK(bad == 0 && touched == 0, "%s rows=%lld terms=%zu n=%d scale %g/%g: %d off ref, %d padding "
+                              "rows written", k->name, static_cast<long long>(rows), rs.size(), n, use.b, use.t, bad,
+                              touched);
+                    }
+                }
+}
+
+// Exact in every variant: two terms with scales s/2 (and the same B and t) add what one with s adds, and a zero B or
+// zero t adds exactly nothing.
+TEST(lora_up_exact_identities) {
+    const int64_t rows = 37;
+    const int n = 3;
+    for (const Kernels* k : available_variants()) {
+        UpCase u = make_up_case(rows, {8, 5}, n, 0.3f, 1.0f);
+        const std::vector<float> y0 = randn(static_cast<size_t>(rows * n), 1.0f);
+        const int64_t panels = (rows + kLoraPanel - 1) / kLoraPanel;
+        auto run = [&](const std::vector<LoraTerm>& terms) {
+            std::vector<float> y = y0;
+            k->lora_up(terms.data(), static_cast<int>(terms.size()), rows, 0, panels, n, y.data(), rows);
+            return y;
+        };
+        LoraTerm whole = u.terms[1], half = u.terms[1];
+        whole.scale = 3.0f;
+        half.scale = 1.5f;
+        CHECK(run({whole}) == run({half, half}), "%s: s/2 + s/2 differs from s", k->name);
+        std::fill(u.pairs[0]->b.bytes.begin(), u.pairs[0]->b.bytes.end(), 0);
+        u.pairs[0]->pack();
+        std::fill(u.t[1].begin(), u.t[1].end(), 0.0f);
+        CHECK(run({u.terms[0], u.terms[1]}) == y0, "%s: a zero B or t changed y", k->name);
     }
 }

@@ -87,6 +87,7 @@ const Kernels& kernels_ref() {
         "ref",         ref::quantize_q8_0, ref::quantize_q8_1, ref::gemm_q4_0, ref::gemm_q4_1, ref::gemm_q8_0,
         ref::gemm_f16, ref::gemm_f32,      ref::rmsnorm,       ref::softmax,   ref::swiglu,    ref::rope,
         ref::max,      ref::sum_exp,       ref::lincomb,       ref::mix_exp,   ref::topk,
+        ref::lora_up,
     };
     return k;
 }

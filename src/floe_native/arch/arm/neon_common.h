@@ -4,6 +4,7 @@
 #pragma once
 #include "neon_fusion.h"
 #include "neon_gemm.h"
+#include "neon_lora.h"
 #include "neon_ops.h"
 
 namespace floe {
@@ -30,6 +31,7 @@ constexpr Kernels make_kernels(const char* name) {
         lincomb,
         mix_exp,
         topk,
+        lora_up,
     };
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "x86_gemm.h"
+#include "x86_lora.h"
 
 namespace floe::x86 {
 namespace {
@@ -222,6 +223,11 @@ void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox) {
     for (int h = 0; h < n_heads; ++h) ref::rope_head(x + h * head_dim, head_dim, cs, neox, i);
 }
 
+void lora_up(const LoraUpTerm* terms, int n_terms, int64_t rows, int64_t p0, int64_t p1, int n, float* y,
+             size_t ldy) {
+    lora::up_walk<LoraAvx2>(terms, n_terms, rows, p0, p1, n, y, ldy);
+}
+
 }  // namespace avx2
 }  // namespace floe::x86
 
@@ -230,7 +236,7 @@ namespace floe {
 // The quantized gemms take one block per 128-bit step (G = 1): on Zen1, which splits 256-bit ops in two, that
 // measured 10-25% faster than G = 2 (CPUs with full-width 256-bit units would likely prefer G = 2).
 const Kernels* kernels_avx2() {
-    static constexpr Kernels k = x86::make_kernels<1>("avx2");
+    static constexpr Kernels k = x86::make_kernels<1>("avx2", x86::avx2::lora_up);
     return &k;
 }
 

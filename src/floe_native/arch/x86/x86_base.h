@@ -89,4 +89,6 @@ double sum_exp(const float* x, int64_t n, float m, float s, double* sum_dx);
 void lincomb(float* out, const float* x, float a, const float* y, float b, float c, int64_t n);
 void mix_exp(float* out, const float* x, float ox, const float* y, float oy, int64_t n);
 int topk(const float* x, int64_t n, int k, int32_t* ids, float* vals);
+// LoRA up-projection (avx2.cpp); the AVX-512 table has its own (avx512.cpp)
+void lora_up(const LoraUpTerm* terms, int n_terms, int64_t rows, int64_t p0, int64_t p1, int n, float* y, size_t ldy);
 }  // namespace floe::x86::avx2

@@ -289,9 +289,10 @@ template <class Fmt, int G>
     });
 }
 
-// The kernel table of a variant: the quantized gemms take G blocks per step, everything else is the AVX2 function.
+// The kernel table of a variant: the quantized gemms take G blocks per step, everything else but lora_up is the
+// AVX2 function.
 template <int G>
-constexpr Kernels make_kernels(const char* name) {
+constexpr Kernels make_kernels(const char* name, lora_up_fn lora_up) {
     return Kernels{
         name,
         avx2::quantize_q8_0,
@@ -310,6 +311,7 @@ constexpr Kernels make_kernels(const char* name) {
         avx2::lincomb,
         avx2::mix_exp,
         avx2::topk,
+        lora_up,
     };
 }
 

@@ -65,6 +65,26 @@ struct TopKBuffer {
     Entry e[2 * kMaxTopK];
 };
 
+// ---- LoRA up-projection: y += sum_i s_i B_i t_i for the terms of one adapted projection (lora.cpp).
+// B (n_out x r, f32 or f16) is stored as panels of kLoraPanel output rows (pack_lora_b in lora.h): panel p holds
+// r x kLoraPanel values, [j][i] = B[kLoraPanel * p + i][j], rows past n_out zero. One panel is a contiguous run of
+// bytes and the panels follow each other, so a kernel reads B as one stream.
+constexpr int kLoraPanel = 16;
+struct LoraUpTerm {
+    QType type;          // B's type: F32 or F16
+    const void* panels;  // B as panels
+    int r;
+    float scale;
+    const float* t;  // A x of n tokens: n rows of r floats
+};
+// For panels p in [p0, p1) of an output of `rows` rows and tokens c < n: y[c * ldy + o] += d[o] for the rows
+// o = kLoraPanel * p + i < rows only, where d = sum over the terms in order of (scale * acc) and
+// acc[o] = sum_{j in order} B[o][j] * t[c * r + j] (each product may be fused into the sum). scale * acc is
+// rounded on its own and d is added to y once: two terms with the same B and t and scales s/2 add exactly what
+// one with s adds, and a zero B adds exactly nothing.
+using lora_up_fn = void (*)(const LoraUpTerm* terms, int n_terms, int64_t rows, int64_t p0, int64_t p1, int n,
+                            float* y, size_t ldy);
+
 struct Kernels {
     const char* name;
     quantize_fn quantize_q8_0;
@@ -83,6 +103,7 @@ struct Kernels {
     lincomb_fn lincomb;
     mix_exp_fn mix_exp;
     topk_fn topk;
+    lora_up_fn lora_up;
 
     gemm_fn gemm(QType w) const;            // nullptr for types with no weight kernel (q8_1)
     quantize_fn quantize(QType act) const;  // nullptr for f32 activations
@@ -149,6 +170,8 @@ void mix_exp(float* out, const float* x, float ox, const float* y, float oy, int
 int topk(const float* x, int64_t n, int k, int32_t* ids, float* vals);
 void topk_push(TopKBuffer* h, const float* x, int64_t n, int64_t first_id);  // offer x[i] as id first_id + i
 int topk_finish(TopKBuffer* h, int32_t* ids, float* vals);                     // sorted output, returns the count
+void lora_up(const LoraUpTerm* terms, int n_terms, int64_t rows, int64_t p0, int64_t p1, int n, float* y,
+             size_t ldy);  // ref/lora.cpp
 }  // namespace ref
 
 }  // namespace floe

@@ -20,15 +20,20 @@ enum class Proj : int { Q, K, V, O, Gate, Up, Down };
 constexpr int kNumProj = 7;
 const char* proj_name(Proj p);  // "attn_q", ..., "ffn_down" (the GGUF tensor name part)
 
-// One LoRA pair in place in the file. A is r rows of n_in (ggml [n_in, r]), B is n_out rows of r ([r, n_out]);
-// each f32 or f16.
+// One LoRA pair, in the adapter's own memory: A as in the file, r rows of n_in values (ggml [n_in, r]); B
+// (ggml [r, n_out]: n_out rows of r) packed as lora_up's panels (pack_lora_b). Each f32 or f16, as in the file.
 struct LoraPair {
     QType a_type = QType::F32, b_type = QType::F32;
     const void* a = nullptr;
-    const void* b = nullptr;
+    const void* b_panels = nullptr;
     int r = 0;
     int64_t n_in = 0, n_out = 0;
 };
+
+// Bytes of B (n_out rows of r values of type, f32 or f16) as panels of kLoraPanel rows (kernels.h).
+size_t lora_panels_bytes(QType type, int r, int64_t n_out);
+// B (n_out rows of r values) -> panels (lora_panels_bytes bytes; rows past n_out zero).
+void pack_lora_b(QType type, const void* b, int r, int64_t n_out, void* panels);
 
 class Adapter {
 public:
@@ -49,7 +54,13 @@ public:
     std::vector<std::pair<std::string, int>> targets() const;
 
 private:
-    std::unique_ptr<GGUFFile> file_;
+    void fill_arena();
+    struct FreeArena {
+        void operator()(void* p) const;
+    };
+    // Every A and B of the adapter, laid out in the order a forward pass reads them (see lora.cpp); the file is
+    // closed once they are copied.
+    std::unique_ptr<uint8_t, FreeArena> arena_;
     float alpha_ = 0.0f;
     int n_pairs_ = 0, max_rank_ = 0;
     std::string base_shape_;
@@ -60,12 +71,9 @@ private:
 std::string model_shape(const ModelConfig& c);
 
 // One adapted projection of a batch of n tokens: its output rows y[c * ldy + o] (o < rows, already holding W x)
-// and its LoRA terms, each with t = A x already computed (n rows of pair->r floats) and its final scale.
-struct LoraTerm {
-    const LoraPair* pair;
-    float scale;
-    const float* t;
-};
+// and its LoRA terms, each B with its final scale and t = A x already computed (n rows of pair.r floats).
+using LoraTerm = LoraUpTerm;
+LoraTerm lora_term(const LoraPair& pair, float scale, const float* t);
 struct LoraSite {
     float* y;
     size_t ldy;
@@ -74,16 +82,12 @@ struct LoraSite {
     int n_terms;
 };
 
-// The matmul jobs computing t = A x of a pair (append them to the base projection's matmul_jobs call, which
+// The matmul job computing t = A x of a pair (append it to the base projection's matmul_jobs call, which
 // shares the input x): one job of pair.r rows into t (n rows of r floats).
 MatmulJob lora_a_job(const LoraPair& pair, float* t);
 
-// y += sum_terms scale * B t for every site, rows split over the pool, with the kernel table's f32/f16 gemms. The
-// terms' contributions are summed first and then added to y once (so two terms sharing B and t with scales s/2 add
-// exactly what one with s adds). scratch grows to what the call needs and is reused across calls.
-// scratch floats lora_apply needs for n tokens on n_threads (size it ahead to keep allocations out of a forward pass)
-size_t lora_scratch_floats(int n, int n_threads);
-void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, ThreadPool& pool,
-                std::vector<float>& scratch);
+// y += sum_terms scale * B t for every site: the kernel table's lora_up (see kernels.h for the exact sums), the
+// sites' panels split over the pool.
+void lora_apply(const Kernels& k, const LoraSite* sites, int n_sites, int n, ThreadPool& pool);
 
 }  // namespace floe
