@@ -85,7 +85,7 @@ private:
     // LoRA: the active adapters, A x per (adapter, projection) for a batch, and buffers sized by set_adapters so a
     // forward pass allocates nothing.
     std::vector<ActiveAdapter> adapters_;
-    std::vector<float> lora_t_, lora_scratch_;
+    std::vector<float> lora_t_;
     std::vector<MatmulJob> lora_jobs_;
     std::vector<LoraTerm> lora_terms_;
     int lora_t_stride_ = 0;  // floats of one (adapter, projection) slot of lora_t_
