@@ -2,7 +2,7 @@
 """On-device LoRA training: speed and memory per hardware profile, and held-out top-1 before and after, per user and
 task.
 
-    python bench/train.py                          # 4 users; every profile's rank on u1; writes BENCHMARKS.md
+    python bench/train.py                          # 3 users; three profiles' ranks on u1; writes BENCHMARKS.md
     python bench/train.py --users 2 --profiles rpi4 --no-write
 
 Each run is `floe train lora --json --eval` in a fresh process (so its peak RSS is its own), pinned with taskset to
@@ -80,8 +80,8 @@ def accuracy_table(users: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="base GGUF (default: floe models pull smollm2-135m)")
-    ap.add_argument("--users", type=int, default=4, help="users trained at --accuracy-profile")
-    ap.add_argument("--profiles", nargs="+", default=["rpi4", "rpi5", "x86-avx2", "x86-avx512"],
+    ap.add_argument("--users", type=int, default=3, help="users trained at --accuracy-profile")
+    ap.add_argument("--profiles", nargs="+", default=["rpi4", "rpi5", "x86-avx512"],
                     help="profiles whose LoRA settings are trained on user u1")
     ap.add_argument("--accuracy-profile", default="x86-avx512", help="the profile every user is trained at")
     ap.add_argument("--epochs", type=int, default=3)
