@@ -77,8 +77,9 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
     if config.activation_checkpointing:  # keep each layer's input only, recompute the rest in the backward pass
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]  # a float is fine (alpha/r)
-                      lora_dropout=0.0, target_modules=config.peft_targets, bias="none", task_type="CAUSAL_LM")
+    alpha: Any = config.alpha  # PEFT annotates an int; a float is what it computes alpha / r with
+    lora = LoraConfig(r=config.rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=config.peft_targets,
+                      bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
 
