@@ -128,7 +128,7 @@ def spec_for_node(specs: Sequence[ClientSpec], node_config: Mapping[str, object]
     """This node's client: node config `user`/`profile` when given, else entry `partition-id` of the list."""
     if "user" in node_config and "profile" in node_config:
         limit = node_config.get("max-train")
-        return ClientSpec(str(node_config["user"]), str(node_config["profile"]), int(limit) if limit else None)
+        return ClientSpec(str(node_config["user"]), str(node_config["profile"]), int(str(limit)) if limit else None)
     pid = node_config.get("partition-id")
     if not isinstance(pid, int) or not 0 <= pid < len(specs):
         raise FlConfigError(f"node config partition-id {pid!r}: needs an index into the {len(specs)} clients")

@@ -180,7 +180,7 @@ class FederatedCore:
 
     def _noisy(self, pairs: Sequence[Factors], std: float) -> Factors:
         """Rank-R truncation of ΔW_g + mean(ΔW'_i − ΔW_g) + Gaussian noise, densely (see the module docstring)."""
-        mean = sum(b @ a for a, b in pairs) / len(pairs)
+        mean: np.ndarray = np.mean([b @ a for a, b in pairs], axis=0)
         mean = mean + self.rng.normal(0.0, std, size=mean.shape)  # the global part cancels: mean of ΔW'_i + noise
         # the dense matrix as factors (A = M, B = I) so that `aggregate` truncates it exactly
         return aggregate([(mean, np.eye(mean.shape[0]))], [1.0], [self.global_rank])[0]
