@@ -27,7 +27,8 @@ def _settings(args: argparse.Namespace) -> Any:
                        .resolve()), data_dir=str(data.resolve()), out_dir=str(out), steps=args.steps, lr=args.lr,
                        method=args.method, global_rank=args.global_rank, clip_norm=args.clip, dp_noise=args.dp_noise,
                        round_timeout=args.round_timeout, threads=args.threads, evaluate=not args.no_eval,
-                       max_len=args.max_len, batch_tokens=max(args.batch_tokens, args.max_len))
+                       max_len=args.max_len, batch_tokens=max(args.batch_tokens, args.max_len),
+                       personal_store=str(Path(args.personal_store).resolve()) if args.personal_store else "")
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -75,6 +76,8 @@ def register(sub: Subparsers) -> None:
         q.add_argument("--threads", type=int, default=2, help="torch threads per client (2)")
         q.add_argument("--max-len", type=int, default=512, help="tokens per record (512)")
         q.add_argument("--batch-tokens", type=int, default=1024, help="padded tokens per step (1024)")
+        q.add_argument("--personal-store", help="AdapterStore folder: after the last round each device stores the "
+                       "global adapter it started from (app fl-global) and its personal residual (fl-personal-USER)")
         q.add_argument("--no-eval", action="store_true", help="skip the held-out top-1 before/after each round")
         q.add_argument("--quiet", action="store_true", help="do not echo Flower's log stream")
         q.add_argument("--json", action="store_true", help="machine-readable report")

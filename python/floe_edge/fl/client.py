@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..adapters.lora_file import LoraAdapter, open_gguf
+from ..adapters.store import AdapterStore
 from ..data import read_records
 from ..data.records import Record
 from ..profiles import load_profile
@@ -18,9 +19,11 @@ from ..train import TrainConfig, build_examples, train_lora
 from ..train.heldout import Top1, heldout_top1
 from .adapters import adapter_from_factors, delta_factors
 from .aggregate import Factors
+from .personal import store_personal
 from .rounds import truncate
 
-__all__ = ["ClientSettings", "ClientSpec", "FlConfigError", "local_round", "parse_clients", "pooled_top1"]
+__all__ = ["ClientSettings", "ClientSpec", "FlConfigError", "local_round", "parse_clients", "pooled_top1",
+           "spec_for_node"]
 
 Metric = Union[int, float, str]
 
@@ -81,9 +84,11 @@ def pooled_top1(top1: Top1, read: str) -> float:
 
 
 def local_round(spec: ClientSpec, settings: ClientSettings, received: Mapping[str, Factors], server_round: int,
-                evaluate: bool = True) -> tuple[dict[str, Factors], int, dict[str, Metric]]:
+                evaluate: bool = True, personal_store: Optional[Path] = None
+                ) -> tuple[dict[str, Factors], int, dict[str, Metric]]:
     """Train this device's adapter for one round from `received` (the global factors; {} in the first round: a
-    fresh LoRA) and return (its ΔW factors, training examples, metrics)."""
+    fresh LoRA) and return (its ΔW factors, training examples, metrics). With `personal_store` (an AdapterStore
+    root), the global adapter it started from and its personal residual are stored there (`personal`)."""
     profile = load_profile(spec.profile)
     config = TrainConfig.from_profile(profile, epochs=1000, max_steps=settings.steps, lr=settings.lr,
                                       threads=settings.threads, batch_tokens=settings.batch_tokens,
@@ -112,7 +117,12 @@ def local_round(spec: ClientSpec, settings: ClientSettings, received: Mapping[st
         after = heldout_top1(settings.base, test, result.adapter, threads=settings.threads)
         metrics["top1-after"] = pooled_top1(after, "private context + LoRA")
     metrics["client-s"] = time.perf_counter() - started
-    return delta_factors(LoraAdapter.read(result.adapter)), len(examples), metrics
+    trained = LoraAdapter.read(result.adapter)
+    if personal_store is not None:
+        start = delta_factors(init) if init is not None else {}
+        store_personal(AdapterStore(personal_store), spec.profile, spec.user, settings.base, trained.architecture,
+                       start, delta_factors(trained), config.rank, config.alpha, work / "personal")
+    return delta_factors(trained), len(examples), metrics
 
 
 def _initial(base: Path, received: Mapping[str, Factors], config: TrainConfig) -> Optional[LoraAdapter]:

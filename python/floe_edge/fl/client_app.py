@@ -4,6 +4,8 @@ rank (`local_round`) and replies with the adapter's factors only, its example co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -25,7 +27,9 @@ def train(msg: Message, context: Context) -> Message:
     client = settings.client_settings()
     received = from_record(msg.content["arrays"])
     server_round = int(msg.content["config"].get("server-round", 0))
-    factors, examples, metrics = local_round(spec, client, received, server_round, settings.evaluate)
+    last = server_round == settings.num_server_rounds and bool(settings.personal_store)
+    factors, examples, metrics = local_round(spec, client, received, server_round, settings.evaluate,
+                                             Path(settings.personal_store) if last else None)
     profile = load_profile(spec.profile)
     info = ConfigRecord({"user": spec.user, "profile": spec.profile, "targets": ",".join(profile.lora.targets),
                          "architecture": str(open_gguf(client.base, "base").metadata.get("general.architecture"))})

@@ -36,6 +36,7 @@ class RunSettings:
     node_wait: float = 120.0  # s: how long round 1 waits for them
     evaluate: bool = True
     seed: int = 0
+    personal_store: str = ""  # AdapterStore root: after the last round each device stores global + personal there
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> "RunSettings":
