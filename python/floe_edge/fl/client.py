@@ -140,6 +140,7 @@ def spec_for_node(specs: Sequence[ClientSpec], node_config: Mapping[str, object]
         limit = node_config.get("max-train")
         return ClientSpec(str(node_config["user"]), str(node_config["profile"]), int(str(limit)) if limit else None)
     pid = node_config.get("partition-id")
+    pid = int(pid) if isinstance(pid, str) and pid.isdigit() else pid  # some Flower paths give it as a string
     if not isinstance(pid, int) or not 0 <= pid < len(specs):
         raise FlConfigError(f"node config partition-id {pid!r}: needs an index into the {len(specs)} clients")
     return specs[pid]

@@ -59,7 +59,10 @@ class Federation:
         out_dir.mkdir(parents=True, exist_ok=True)
         home = out_dir / "flwr-home"
         home.mkdir(exist_ok=True)
-        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_TELEMETRY_ENABLED": "0"}
+        # Flower's processes start its other console scripts by name: this Python's bin first on PATH
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "PATH": path, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1",
+               "FLWR_TELEMETRY_ENABLED": "0"}
         (out_dir / "app").mkdir(exist_ok=True)
         (out_dir / "app" / "pyproject.toml").write_text(app_pyproject(settings), encoding="utf-8")
         return cls(out_dir, env)
