@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--low", type=int, default=3, help="training records of the low-data client u4")
+    parser.add_argument("--train-per-task", type=int, default=8)
+    parser.add_argument("--test-per-task", type=int, default=3)
     parser.add_argument("--dp-noise", type=float, default=1.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
         work = Path(tmp)
         from floe_edge.data import generate
 
-        generate(work / "data", users=4, seed=0, train_per_task=8, test_per_task=4)
+        generate(work / "data", users=4, seed=0, train_per_task=args.train_per_task, test_per_task=args.test_per_task)
         clients = CLIENTS.format(low=args.low)
         fed = sim(work / "fed", work / "data", clients, args)
         alone = sim(work / "alone", work / "data", f"u4:rpi5:{args.low}", args)
@@ -107,7 +109,8 @@ def report(args: argparse.Namespace, stamp: str, fed: list, alone: list, dp: lis
         "## Federated LoRA on Flower (floe fl sim, SmolLM2-135M)", "",
         f"`python bench/fl.py` — {stamp}, {machine()}, load {load()}. Flower 1.42 simulation runtime (a SuperLink "
         f"in simulation mode, one virtual SuperNode per client, each given both cores). Data: `floe data generate "
-        f"--users 4 --seed 0 --train-per-task 8 --test-per-task 4`; u4 keeps {args.low} training records. {r} rounds "
+        f"--users 4 --seed 0 --train-per-task {args.train_per_task} --test-per-task {args.test_per_task}`; u4 keeps "
+        f"{args.low} training records. {r} rounds "
         f"of {args.steps} local steps (lr {args.lr}); FlexLoRA SVD aggregation at global rank 16, each projection "
         "averaged over the clients that train it. Held-out top-1, teacher forced on the completion tokens.", "",
         *client_table(fed, r), "",

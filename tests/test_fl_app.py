@@ -108,7 +108,7 @@ def test_a_supernode_killed_mid_round_does_not_stall_the_server(tiny: Path, data
     table = rows(out)
     assert [r["user"] for r in table if r.get("status") == "used"] == ["u1"]
     summary = next(r for r in table if r.get("summary"))
-    assert summary["used"] == 1 and summary["missing"] + summary["refused"] == 1
+    assert summary["used"] == 1 and summary["missing"] + summary["failed"] == 1
     glob = LoraAdapter.read(out / "global.gguf")  # written atomically from u1's update alone
     glob.check_base(tiny)
     assert all(".attn_k." not in name for name in glob.pairs)  # u2 (rpi5) would have brought k and o

@@ -150,7 +150,7 @@ def test_clients_list_and_node_config() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("flwr") is None, reason="needs the fl extra (flwr)")
 def test_strategy_goes_on_without_a_silent_node_and_an_error_reply(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     from floe_edge.fl.codec import to_record
@@ -165,6 +165,8 @@ def test_strategy_goes_on_without_a_silent_node_and_an_error_reply(tmp_path: Pat
     strategy = FloeStrategy(FederatedCore(global_rank=8), tmp_path, min_nodes=4, node_wait=0)
     sent = {m.metadata.dst_node_id: m for m in strategy.configure_train(1, None, ConfigRecord(), FakeGrid())}
     assert sorted(sent) == [11, 12, 13, 14]
+    for m in sent.values():
+        m.metadata.__dict__["_message_id"] = m.object_id  # what the grid does when it pushes them
     out = []
     for node, (profile, (rank, targets)) in zip((11, 12), list(TARGETS.items())[:2]):
         content = RecordDict({"arrays": to_record(client_factors(node, rank, targets)),
@@ -172,12 +174,14 @@ def test_strategy_goes_on_without_a_silent_node_and_an_error_reply(tmp_path: Pat
                               "info": ConfigRecord({"user": f"u{node}", "profile": profile,
                                                     "targets": ",".join(targets), "architecture": "llama"})})
         out.append(Message(content=content, reply_to=sent[node]))
-    out.append(Message(Error(code=0, reason="node went away"), reply_to=sent[13]))  # 14: never answers
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    out.append(create_message_error_unavailable_res_message(sent[13].metadata, "node went away"))  # 14: silent
     arrays, metrics = strategy.aggregate_train(1, out)
-    assert arrays is not None and metrics["used"] == 2 and metrics["missing"] == 1
+    assert arrays is not None and metrics["used"] == 2 and metrics["missing"] == 1 and metrics["failed"] == 1
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     status = {r["client"]: r["status"] for r in rows if "client" in r}
-    assert status["u11"] == "used" and status["node-14"] == "no reply" and "went away" in status["node-13"]
+    assert status["u11"] == "used" and status["node-14"] == "no reply" and "Node Unavailable" in status["node-13"]
     assert (tmp_path / "global.gguf").exists()
     again = {m.metadata.dst_node_id: m for m in strategy.configure_train(2, None, ConfigRecord(), FakeGrid())}
     from floe_edge.fl.codec import from_record

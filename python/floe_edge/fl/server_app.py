@@ -32,7 +32,7 @@ class FloeStrategy(Strategy):
     def __init__(self, core: FederatedCore, out_dir: Path, min_nodes: int, node_wait: float) -> None:
         self.core, self.out_dir, self.min_nodes, self.node_wait = core, out_dir, min_nodes, node_wait
         self.node_profile: dict[int, tuple[int, tuple[str, ...]]] = {}  # learned from the nodes' replies
-        self.sent: dict[int, list[int]] = {}
+        self.sent: dict[int, dict[int, Message]] = {}  # round -> node -> the message it was sent
         self.architecture = ""
 
     def _nodes(self, grid: Grid, server_round: int) -> list[int]:
@@ -52,7 +52,6 @@ class FloeStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         nodes = self._nodes(grid, server_round)
-        self.sent[server_round] = nodes
         messages = []
         for node in nodes:
             known = self.node_profile.get(node)
@@ -60,14 +59,18 @@ class FloeStrategy(Strategy):
             content = RecordDict({"arrays": to_record(factors),
                                   "config": ConfigRecord({**dict(config), "server-round": server_round})})
             messages.append(Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN))
+        self.sent[server_round] = {m.metadata.dst_node_id: m for m in messages}
         log(INFO, "round %d: sent the global adapter to %d nodes", server_round, len(nodes))
         return messages
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         parsed, rows, answered = [], [], set()
+        # the grid gives each sent message its id when pushing it; an error reply the SuperLink writes for a node
+        # that died comes from the SuperLink, so the node is found through the message it answers
+        by_id = {m.metadata.message_id: node for node, m in self.sent.get(server_round, {}).items()}
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = by_id.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             answered.add(node)
             reply, why = self._parse(msg)
             if reply is None:
@@ -80,8 +83,9 @@ class FloeStrategy(Strategy):
             log(WARNING, "round %d: no reply from node %d within the round timeout", server_round, node)
             rows.append({"round": server_round, "client": f"node-{node}", "status": "no reply"})
         outcome = self.core.aggregate_round(server_round, parsed)
+        failed = len(rows) - len(missing)  # the rows so far: error or malformed replies, then the silent nodes
         rows += self._rows(server_round, parsed, outcome)
-        summary = self._summary(server_round, outcome, missing)
+        summary = self._summary(server_round, outcome, missing, failed)
         append_rows(self.out_dir / "metrics.jsonl", [*rows, summary])
         if outcome.changed:
             self._save_global()
@@ -121,12 +125,13 @@ class FloeStrategy(Strategy):
             rows.append(row)
         return rows
 
-    def _summary(self, server_round: int, outcome: RoundOutcome, missing: list[int]) -> dict[str, Any]:
-        summary = {"round": server_round, "summary": True, "used": len(outcome.used),
+    def _summary(self, server_round: int, outcome: RoundOutcome, missing: list[int], failed: int) -> dict[str, Any]:
+        """`failed`: error replies (a node that died) and malformed ones; `refused`: updates screening refused."""
+        summary = {"round": server_round, "summary": True, "used": len(outcome.used), "failed": failed,
                    "refused": len(outcome.refused), "missing": len(missing), "noise-std": outcome.noise_std,
                    "clipped": len(outcome.clipped), "global-changed": outcome.changed}
-        log(INFO, "round %d: aggregated %d updates (%d refused, %d missing, %d clipped, noise std %.3g)",
-            server_round, len(outcome.used), len(outcome.refused), len(missing), len(outcome.clipped),
+        log(INFO, "round %d: aggregated %d updates (%d failed, %d refused, %d missing, %d clipped, noise std %.3g)",
+            server_round, len(outcome.used), failed, len(outcome.refused), len(missing), len(outcome.clipped),
             outcome.noise_std)
         return summary
 
