@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Federated LoRA on Flower (`floe fl sim`), the full SmolLM2-135M: clients of three hardware profiles (rpi4 r4 q,v;
-rpi5 r8 attention; x86-avx2 r16 all seven) plus a client with little data, 3 rounds; the low-data client's
+rpi5 r8 attention; x86-avx2 r16 all seven), the rpi4 one with little data, 3 rounds; the low-data client's
 federated adapter against its local-only one (the same rounds and steps, alone); and the cost of differential
 privacy (clipping + Gaussian noise in ΔW space) at one noise level.
 
@@ -28,13 +28,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load, machine, write_section  # noqa: E402
 
-CLIENTS = "u1:rpi4,u2:rpi5,u3:x86-avx2,u4:rpi5:{low}"
+CLIENTS = "u1:rpi4:{low},u2:rpi5,u3:x86-avx2"  # u1: the device with little data
 
 
 def sim(out: Path, data: Path, clients: str, args: argparse.Namespace, *extra: str) -> list[dict[str, Any]]:
     cmd = ["taskset", "-c", "0,1", sys.executable, "-m", "floe_edge.cli", "fl", "sim", "--clients-list", clients,
            "--rounds", str(args.rounds), "--data", str(data), "--base", args.base, "--out", str(out), "--steps",
-           str(args.steps), "--lr", str(args.lr), "--max-len", "512", "--quiet", "--json", *extra]
+           str(args.steps), "--lr", str(args.lr), "--max-len", "512", "--batch-tokens", "512", "--quiet", "--json",
+           *extra]
     print(f"floe fl sim {clients} {' '.join(extra)} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -72,11 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="smollm2-135m")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--low", type=int, default=3, help="training records of the low-data client u4")
-    parser.add_argument("--train-per-task", type=int, default=8)
-    parser.add_argument("--test-per-task", type=int, default=3)
+    parser.add_argument("--low", type=int, default=3, help="training records of the low-data client u1")
+    parser.add_argument("--train-per-task", type=int, default=6)
+    parser.add_argument("--test-per-task", type=int, default=2)
     parser.add_argument("--dp-noise", type=float, default=1.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -85,10 +86,10 @@ def main() -> None:
         work = Path(tmp)
         from floe_edge.data import generate
 
-        generate(work / "data", users=4, seed=0, train_per_task=args.train_per_task, test_per_task=args.test_per_task)
+        generate(work / "data", users=3, seed=0, train_per_task=args.train_per_task, test_per_task=args.test_per_task)
         clients = CLIENTS.format(low=args.low)
         fed = sim(work / "fed", work / "data", clients, args)
-        alone = sim(work / "alone", work / "data", f"u4:rpi5:{args.low}", args)
+        alone = sim(work / "alone", work / "data", f"u1:rpi4:{args.low}", args)
         clip = statistics.median(r["update-norm"] for r in used(fed) if r["round"] == args.rounds)
         dp = sim(work / "dp", work / "data", clients, args, "--clip", f"{clip:.4g}", "--dp-noise",
                  str(args.dp_noise))
@@ -102,23 +103,23 @@ def report(args: argparse.Namespace, stamp: str, fed: list, alone: list, dp: lis
     r = args.rounds
     last_fed, last_dp = by_client(fed, r), by_client(dp, r)
     raised = all(last_fed[u]["top1-after"] > by_client(fed, 1)[u]["top1-before"] for u in last_fed)
-    low_fed, low_alone = last_fed["u4"]["top1-after"], by_client(alone, r)["u4"]["top1-after"]
+    low_fed, low_alone = last_fed["u1"]["top1-after"], by_client(alone, r)["u1"]["top1-after"]
     noise = next(x["noise-std"] for x in dp if x.get("summary"))
     mean = lambda rows: statistics.mean(v["top1-after"] for v in rows.values())  # noqa: E731
     lines = [
         "## Federated LoRA on Flower (floe fl sim, SmolLM2-135M)", "",
         f"`python bench/fl.py` — {stamp}, {machine()}, load {load()}. Flower 1.42 simulation runtime (a SuperLink "
         f"in simulation mode, one virtual SuperNode per client, each given both cores). Data: `floe data generate "
-        f"--users 4 --seed 0 --train-per-task {args.train_per_task} --test-per-task {args.test_per_task}`; u4 keeps "
+        f"--users 3 --seed 0 --train-per-task {args.train_per_task} --test-per-task {args.test_per_task}`; u1 keeps "
         f"{args.low} training records. {r} rounds "
         f"of {args.steps} local steps (lr {args.lr}); FlexLoRA SVD aggregation at global rank 16, each projection "
         "averaged over the clients that train it. Held-out top-1, teacher forced on the completion tokens.", "",
         *client_table(fed, r), "",
         f"Every client's held-out top-1 after round {r} above the adapter it started round 1 with: "
         f"**{'yes' if raised else 'no'}**. Wall time {fed[-1]['wall_s'] / 60:.1f} min.", "",
-        f"Low-data client u4 ({args.low} records, rpi5 r8) after {r} rounds: federated **{low_fed:.3f}**, "
+        f"Low-data client u1 ({args.low} records, rpi4 r4) after {r} rounds: federated **{low_fed:.3f}**, "
         f"local-only (same rounds and steps, alone) **{low_alone:.3f}** (private context without adapter "
-        f"{by_client(fed, 1)['u4']['top1-context']:.3f}).", "",
+        f"{by_client(fed, 1)['u1']['top1-context']:.3f}).", "",
         f"Differential privacy: each update clipped to ‖ΔW_i − ΔW_g‖_F ≤ {clip:.3g} (the median update norm of the "
         f"run above), Gaussian noise multiplier σ = {args.dp_noise}, noise std {noise:.3g} per ΔW coordinate "
         f"(σ·C / n_min). Mean held-out top-1 after round {r}: {mean(last_dp):.3f} with DP vs {mean(last_fed):.3f} "

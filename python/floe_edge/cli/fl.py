@@ -35,6 +35,13 @@ def _cmd(args: argparse.Namespace) -> int:
     from ..fl.report import plot_metrics, read_rows
     from ..fl.runner import run_deployment, run_simulation
 
+    import signal
+    import sys
+
+    # SIGTERM (and SIGINT even where a background shell ignores it) end the run through its cleanup, which stops
+    # the Flower processes it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = _settings(args)
     out = Path(settings.out_dir)
     echo = print if not args.quiet else None

@@ -142,10 +142,47 @@ class Federation:
             return f"unknown ({out.stdout.strip() or out.stderr.strip()})"
 
     def stop(self) -> None:
+        """End every process started here and all their descendants: the SuperLink starts flower-superexec and
+        that the simulation runtime (with Ray) detached in sessions of their own, which its group does not hold."""
+        groups = {os.getpgid(pid) for proc in self.processes.values() for pid in _descendants(proc.pid)
+                  if _alive(pid)} - {os.getpgrp()}
         for name in reversed(list(self.processes)):
             _end(self.processes[name])
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for group in groups:
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    pass
+            if sig == signal.SIGTERM:
+                time.sleep(3.0)
         for log in self.logs:
             log.close()
+
+
+def _descendants(root: int) -> list[int]:
+    """`root` and the processes below it (from /proc: parent links), while they run."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.getpgid(pid)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _end(proc: subprocess.Popen, grace: float = 10.0) -> None:
