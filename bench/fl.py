@@ -31,9 +31,18 @@ from common import load, machine, write_section  # noqa: E402
 CLIENTS = "u1:rpi4:{low},u2:rpi5,u3:x86-avx2"  # u1: the device with little data
 
 
-def sim(out: Path, data: Path, clients: str, args: argparse.Namespace, *extra: str) -> list[dict[str, Any]]:
+def sim(out: Path, data: Path, clients: str, args: argparse.Namespace, *extra: str,
+        rounds: int = 0) -> list[dict[str, Any]]:
+    """`floe fl sim`'s metrics rows (a run already complete in `out`, from --work, is read, not run again)."""
+    rounds = rounds or args.rounds
+    done_before = out / "metrics.jsonl"
+    if done_before.exists() and sum('"summary": true' in line for line in done_before.read_text().splitlines()) \
+            == rounds:
+        print(f"reusing {out}", file=sys.stderr)
+        return [json.loads(line) for line in done_before.read_text().splitlines()] + [
+            json.loads((out / "wall.json").read_text())]
     cmd = ["taskset", "-c", "0,1", sys.executable, "-m", "floe_edge.cli", "fl", "sim", "--clients-list", clients,
-           "--rounds", str(args.rounds), "--data", str(data), "--base", args.base, "--out", str(out), "--steps",
+           "--rounds", str(rounds), "--data", str(data), "--base", args.base, "--out", str(out), "--steps",
            str(args.steps), "--lr", str(args.lr), "--max-len", "512", "--batch-tokens", "512", "--quiet", "--json",
            *extra]
     print(f"floe fl sim {clients} {' '.join(extra)} ...", file=sys.stderr, flush=True)
@@ -43,6 +52,7 @@ def sim(out: Path, data: Path, clients: str, args: argparse.Namespace, *extra: s
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows.append({"wall_s": time.perf_counter() - started})
+    (out / "wall.json").write_text(json.dumps(rows[-1]))
     return rows
 
 
@@ -79,20 +89,22 @@ def main() -> None:
     parser.add_argument("--train-per-task", type=int, default=6)
     parser.add_argument("--test-per-task", type=int, default=2)
     parser.add_argument("--dp-noise", type=float, default=1.0)
+    parser.add_argument("--dp-rounds", type=int, default=0, help="rounds of the DP run (default: --rounds)")
+    parser.add_argument("--work", help="keep the runs here (default: a temporary folder); complete ones are reused")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="floe-bench-fl-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work or tmp)
         from floe_edge.data import generate
 
         generate(work / "data", users=3, seed=0, train_per_task=args.train_per_task, test_per_task=args.test_per_task)
         clients = CLIENTS.format(low=args.low)
         fed = sim(work / "fed", work / "data", clients, args)
         alone = sim(work / "alone", work / "data", f"u1:rpi4:{args.low}", args)
-        clip = statistics.median(r["update-norm"] for r in used(fed) if r["round"] == args.rounds)
+        clip = statistics.median(r["update-norm"] for r in used(fed) if r["round"] <= (args.dp_rounds or args.rounds))
         dp = sim(work / "dp", work / "data", clients, args, "--clip", f"{clip:.4g}", "--dp-noise",
-                 str(args.dp_noise))
+                 str(args.dp_noise), rounds=args.dp_rounds)
     section = report(args, stamp, fed, alone, dp, clip)
     print(section)
     if not args.no_write:
@@ -100,8 +112,8 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, stamp: str, fed: list, alone: list, dp: list, clip: float) -> str:
-    r = args.rounds
-    last_fed, last_dp = by_client(fed, r), by_client(dp, r)
+    r, r_dp = args.rounds, args.dp_rounds or args.rounds
+    last_fed, last_dp, same_fed = by_client(fed, r), by_client(dp, r_dp), by_client(fed, r_dp)
     raised = all(last_fed[u]["top1-after"] > by_client(fed, 1)[u]["top1-before"] for u in last_fed)
     low_fed, low_alone = last_fed["u1"]["top1-after"], by_client(alone, r)["u1"]["top1-after"]
     noise = next(x["noise-std"] for x in dp if x.get("summary"))
@@ -121,9 +133,9 @@ def report(args: argparse.Namespace, stamp: str, fed: list, alone: list, dp: lis
         f"local-only (same rounds and steps, alone) **{low_alone:.3f}** (private context without adapter "
         f"{by_client(fed, 1)['u1']['top1-context']:.3f}).", "",
         f"Differential privacy: each update clipped to ‖ΔW_i − ΔW_g‖_F ≤ {clip:.3g} (the median update norm of the "
-        f"run above), Gaussian noise multiplier σ = {args.dp_noise}, noise std {noise:.3g} per ΔW coordinate "
-        f"(σ·C / n_min). Mean held-out top-1 after round {r}: {mean(last_dp):.3f} with DP vs {mean(last_fed):.3f} "
-        f"without (cost {mean(last_fed) - mean(last_dp):+.3f}).",
+        f"run above over its first {r_dp} round(s)), Gaussian noise multiplier σ = {args.dp_noise}, noise std "
+        f"{noise:.3g} per ΔW coordinate (σ·C / n_min). Mean held-out top-1 after round {r_dp}: "
+        f"{mean(last_dp):.3f} with DP vs {mean(same_fed):.3f} without (cost {mean(same_fed) - mean(last_dp):+.3f}).",
     ]
     return "\n".join(lines)
 
