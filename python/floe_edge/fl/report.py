@@ -44,7 +44,10 @@ def plot_metrics(jsonl: Path, png: Path) -> Path:
     ax_top1.set(title="held-out top-1 (solid: after local training, dotted: start of round)", xlabel="round",
                 ylabel="top-1")
     ax_loss.set(title="training loss (last steps)", xlabel="round", ylabel="loss")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_top1, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
