@@ -39,8 +39,9 @@ def sim(out: Path, data: Path, clients: str, args: argparse.Namespace, *extra: s
     if done_before.exists() and sum('"summary": true' in line for line in done_before.read_text().splitlines()) \
             == rounds:
         print(f"reusing {out}", file=sys.stderr)
+        wall = out / "wall.json"
         return [json.loads(line) for line in done_before.read_text().splitlines()] + [
-            json.loads((out / "wall.json").read_text())]
+            json.loads(wall.read_text()) if wall.exists() else {"wall_s": float("nan")}]
     cmd = ["taskset", "-c", "0,1", sys.executable, "-m", "floe_edge.cli", "fl", "sim", "--clients-list", clients,
            "--rounds", str(rounds), "--data", str(data), "--base", args.base, "--out", str(out), "--steps",
            str(args.steps), "--lr", str(args.lr), "--max-len", "512", "--batch-tokens", "512", "--quiet", "--json",

@@ -182,5 +182,7 @@ class FederatedCore:
         """Rank-R truncation of ΔW_g + mean(ΔW'_i − ΔW_g) + Gaussian noise, densely (see the module docstring)."""
         mean: np.ndarray = np.mean([b @ a for a, b in pairs], axis=0)
         mean = mean + self.rng.normal(0.0, std, size=mean.shape)  # the global part cancels: mean of ΔW'_i + noise
-        # the dense matrix as factors (A = M, B = I) so that `aggregate` truncates it exactly
-        return aggregate([(mean, np.eye(mean.shape[0]))], [1.0], [self.global_rank])[0]
+        u, s, vt = np.linalg.svd(mean, full_matrices=False)  # its best rank-R factors, then `aggregate` for the
+        k = min(self.global_rank, len(s))  # dead-slot handling (exact: the pair already has rank ≤ R)
+        root = np.sqrt(s[:k])
+        return aggregate([(root[:, None] * vt[:k], u[:, :k] * root)], [1.0], [self.global_rank])[0]
