@@ -15,7 +15,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "python" / "floe_edge"
 
 # Modules (and everything under them) that need an optional extra at import time. They are skipped in the
 # fresh-interpreter check only when one of those packages is missing; with the extras installed they are imported.
-EXTRAS = {"floe_edge.cloud.server": ("fastapi", "uvicorn")}
+EXTRAS = {"floe_edge.cloud.server": ("fastapi", "uvicorn"), "floe_edge.fl.server_app": ("flwr",),
+          "floe_edge.fl.client_app": ("flwr",)}
 
 
 def _module_name(path: Path, root: Path) -> str:
