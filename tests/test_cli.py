@@ -43,9 +43,18 @@ def test_force_ref() -> None:
 def test_this_cpu_gets_its_best_variant() -> None:
     features = kernels.cpu_features()
     if features["avx2"] and features["fma"] and features["f16c"]:
-        assert kernels.variants()[0] in ("avx512", "avx2")
+        avx512 = features["avx512f"] and features["avx512bw"] and features["avx512vl"]
+        best = ("avx512_vnni" if features["avx512vnni"] else "avx512") if avx512 else \
+            ("avx_vnni" if features["avxvnni"] else "avx2")
+        assert kernels.variants()[0] == best
     if features["neon"]:
         assert kernels.variants()[0] in ("neon_dotprod" if features["dotprod"] else "neon",)
+
+
+def test_force_variant_shows_in_info() -> None:
+    forced = kernels.variants()[min(1, len(kernels.variants()) - 1)]  # the second best: not the default
+    info = json.loads(run_floe("info", "--json", env={"FLOE_FORCE_VARIANT": forced}).stdout)
+    assert info["active_variant"] == forced
 
 
 # -- the command-line contract: every command, flag, default and help text, as recorded in tests/cli_spec.json --

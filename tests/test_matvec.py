@@ -1,5 +1,9 @@
 """Quantized matvec/matmul of every variant against a float64 numpy evaluation of the same blocks."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -100,3 +104,51 @@ def test_matmul_bad_shape() -> None:
         kernels.matmul(w, "q4_0", 4, 64, np.zeros(64, np.float32))
     with pytest.raises(ValueError, match="shape"):
         kernels.matmul(w, "q4_0", 4, 64, np.zeros((2, 32), np.float32))
+
+
+# The VNNI variants need a CPU feature: where it is missing the test says so (the native tests still run the
+# VNNI code path there, emulated: tests/native/vnni_emu.cpp).
+VNNI = {"avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni"}
+
+
+@pytest.mark.parametrize("variant", sorted(VNNI))
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_1", "q8_0"])
+@pytest.mark.parametrize("blocks", [1, 3, 5, 6, 7, 18])
+def test_vnni_exact_at_int8_extremes(variant: str, qtype: str, blocks: int, rng: np.random.Generator) -> None:
+    if variant not in kernels.variants():
+        feature = VNNI[variant]
+        why = "is not compiled in" if kernels.cpu_features().get(feature) else f"needs {feature}, which this CPU lacks"
+        pytest.skip(f"{variant} {why}")
+    rows, cols = 13, 32 * blocks
+    # integer activations with one +-127 per block: d = 1, so the quantized values are the inputs exactly
+    x = rng.integers(-127, 128, cols).astype(np.float32)
+    x[::32] = np.where(np.arange(blocks) % 2, -127.0, 127.0)
+    x[1:32] = -127.0 if blocks > 1 else x[1:32]
+    w_buf = kernels.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+    if qtype == "q8_0":  # every weight at -128 or 127 in the first rows: the bytes the quantizer never writes
+        blk = w_buf.reshape(rows, blocks, 34)
+        blk[0, :, 2:] = np.uint8(0x80)
+        blk[1, :, 2:] = np.uint8(0x7F)
+        blk[2, :, 2::2] = np.uint8(0x80)
+    want = kernels.matvec(w_buf, qtype, rows, cols, x, variant="ref")
+    got = kernels.matvec(w_buf, qtype, rows, cols, x, variant=variant)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6 * float(np.abs(want).max()))
+
+
+def run_with_env(env: dict[str, str], code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("variant", kernels.variants())
+def test_force_variant_selects_it(variant: str) -> None:
+    code = "from floe_edge import kernels; print(kernels.active_variant())"
+    out = run_with_env({"FLOE_FORCE_VARIANT": variant}, code)
+    assert out.returncode == 0 and out.stdout.strip() == variant, out.stderr
+
+
+def test_force_variant_unknown_is_a_clear_error() -> None:
+    out = run_with_env({"FLOE_FORCE_VARIANT": "sse9"}, "from floe_edge import kernels; kernels.active_variant()")
+    assert out.returncode != 0
+    assert "FLOE_FORCE_VARIANT=sse9: not a variant this CPU can run" in out.stderr
+    assert ", ".join(kernels.variants()) in out.stderr

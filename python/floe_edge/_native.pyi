@@ -308,7 +308,7 @@ def _unicode_flags_table() -> numpy.typing.NDArray[numpy.uint16]:
     """
 def active_variant() -> str:
     """
-    The variant chosen at load (FLOE_FORCE_REF=1 forces 'ref').
+    The variant chosen at load (FLOE_FORCE_VARIANT=name forces one, FLOE_FORCE_REF=1 'ref').
     """
 def apply_repeat_penalty(scores: numpy.typing.NDArray[numpy.float64], recent: numpy.typing.NDArray[numpy.int32], penalty: typing.SupportsFloat | typing.SupportsIndex, ids: numpy.typing.NDArray[numpy.int32] | None = None) -> None:
     """

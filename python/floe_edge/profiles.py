@@ -32,7 +32,8 @@ __all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "L
            "load_profile", "parse_profile", "profile_dirs"]
 
 BACKENDS = ("native", "litert")  # litert: the NPU/GPU through LiteRT delegates (planned for snapdragon-8gen2)
-VARIANTS = ("ref", "avx2", "avx512", "neon", "neon_dotprod")  # every native kernel variant, on any CPU
+# every native kernel variant, on any CPU
+VARIANTS = ("ref", "avx2", "avx_vnni", "avx512", "avx512_vnni", "neon", "neon_dotprod")
 QUANTS = ("f32", "f16", "q4_0", "q4_1", "q8_0")  # the weight types the native decoder loads
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 

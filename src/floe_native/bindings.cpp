@@ -159,14 +159,14 @@ PYBIND11_MODULE(_native, m) {
         return out;
     }, "Kernel variants this CPU can run, best first ('ref' last).");
     m.def("active_variant", [] { return std::string(active_kernels().name); },
-          "The variant chosen at load (FLOE_FORCE_REF=1 forces 'ref').");
+          "The variant chosen at load (FLOE_FORCE_VARIANT=name forces one, FLOE_FORCE_REF=1 'ref').");
     m.def("cpu_features", [] {
         const CpuFeatures& f = cpu_features();
         py::typing::Dict<py::str, py::object> d;
         d["arch"] = f.arch;
         d["avx2"] = f.avx2, d["fma"] = f.fma, d["f16c"] = f.f16c;
         d["avx512f"] = f.avx512f, d["avx512bw"] = f.avx512bw, d["avx512vl"] = f.avx512vl;
-        d["avx512vnni"] = f.avx512vnni;
+        d["avx512vnni"] = f.avx512vnni, d["avxvnni"] = f.avxvnni;
         d["neon"] = f.neon, d["dotprod"] = f.dotprod, d["fp16"] = f.fp16, d["i8mm"] = f.i8mm;
         return d;
     }, "CPU features seen by the runtime probe.");

@@ -1,6 +1,8 @@
 // Runtime CPU feature probe and variant choice. Compiled without any -m flags: it must run on every CPU.
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "floe/kernels.h"
 
@@ -20,6 +22,12 @@ const Kernels* kernels_avx2() { return nullptr; }
 #endif
 #if !FLOE_HAVE_AVX512
 const Kernels* kernels_avx512() { return nullptr; }
+#endif
+#if !FLOE_HAVE_AVX512_VNNI
+const Kernels* kernels_avx512_vnni() { return nullptr; }
+#endif
+#if !FLOE_HAVE_AVX_VNNI
+const Kernels* kernels_avx_vnni() { return nullptr; }
 #endif
 #if !FLOE_HAVE_NEON
 const Kernels* kernels_neon() { return nullptr; }
@@ -52,12 +60,18 @@ CpuFeatures probe() {
     if (!os_avx) return f;
     if (__get_cpuid_max(0, nullptr) < 7) return f;
     __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_subleaf = a;
     f.avx2 = b & (1u << 5);
     if (os_avx512) {
         f.avx512f = b & (1u << 16);
         f.avx512bw = b & (1u << 30);
         f.avx512vl = b & (1u << 31);
         f.avx512vnni = c & (1u << 11);
+    }
+    // Only the bits asked for: AMX (advertised by some VMs that fault on it) is neither probed nor used.
+    if (max_subleaf >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        f.avxvnni = a & (1u << 4);  // VEX-encoded, needs the YMM state only
     }
     return f;
 }
@@ -103,17 +117,34 @@ const CpuFeatures& cpu_features() {
 std::vector<const Kernels*> available_variants() {
     const CpuFeatures& f = cpu_features();
     std::vector<const Kernels*> out;
-    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx2 && f.fma && f.f16c && kernels_avx512())
-        out.push_back(kernels_avx512());
-    if (f.avx2 && f.fma && f.f16c && kernels_avx2()) out.push_back(kernels_avx2());
+    const bool avx2 = f.avx2 && f.fma && f.f16c, avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl;
+    if (avx512 && f.avx512vnni && kernels_avx512_vnni()) out.push_back(kernels_avx512_vnni());
+    if (avx512 && kernels_avx512()) out.push_back(kernels_avx512());
+    if (avx2 && f.avxvnni && kernels_avx_vnni()) out.push_back(kernels_avx_vnni());
+    if (avx2 && kernels_avx2()) out.push_back(kernels_avx2());
     if (f.neon && f.dotprod && kernels_neon_dotprod()) out.push_back(kernels_neon_dotprod());
     if (f.neon && kernels_neon()) out.push_back(kernels_neon());
     out.push_back(&kernels_ref());
     return out;
 }
 
+namespace {
+
+// FLOE_FORCE_VARIANT=name (tests, benchmarks), else FLOE_FORCE_REF, else the best.
+const Kernels& choose_variant() {
+    const char* name = std::getenv("FLOE_FORCE_VARIANT");
+    if (name == nullptr || *name == '\0') return force_ref() ? kernels_ref() : *available_variants().front();
+    if (const Kernels* k = find_variant(name)) return *k;
+    std::string have;
+    for (const Kernels* k : available_variants()) have += std::string(have.empty() ? "" : ", ") + k->name;
+    throw std::runtime_error(std::string("FLOE_FORCE_VARIANT=") + name + ": not a variant this CPU can run (available: " +
+                             have + ")");
+}
+
+}  // namespace
+
 const Kernels& active_kernels() {
-    static const Kernels& k = force_ref() ? kernels_ref() : *available_variants().front();
+    static const Kernels& k = choose_variant();
     return k;
 }
 

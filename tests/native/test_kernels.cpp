@@ -1,9 +1,10 @@
-// Every available SIMD variant against the scalar reference, on random data and edge cases.
+// Every available SIMD variant (and vnni_emu, test_variants.h) against the scalar reference, on random data and edge cases.
 #include <cmath>
 #include <cstring>
 #include <random>
 
 #include "check.h"
+#include "test_variants.h"
 #include "floe/kernels.h"
 #include "floe/matmul.h"
 
@@ -29,7 +30,7 @@ std::vector<uint8_t> random_bytes(size_t n) {
 
 std::vector<const Kernels*> simd_variants() {
     std::vector<const Kernels*> out;
-    for (const Kernels* k : available_variants())
+    for (const Kernels* k : floe_test::kernel_variants())
         if (k != &kernels_ref()) out.push_back(k);
     return out;
 }
@@ -155,7 +156,7 @@ TEST(gemm_matches_reference_random) {
 TEST(gemm_writes_only_its_outputs) {
     constexpr float kSentinel = 12345.0f;
     const int64_t n = 64;
-    for (const Kernels* k : available_variants()) {
+    for (const Kernels* k : floe_test::kernel_variants()) {
         for (QType wt : kWeightTypes) {
             for (int nr : {1, 3, 5, 6, 7}) {
                 for (int nc : {1, 3, 5, 6, 9}) {
@@ -287,7 +288,7 @@ TEST(rope_table_rotates) {
 }
 
 TEST(matmul_threads_agree) {
-    for (const Kernels* k : available_variants()) {
+    for (const Kernels* k : floe_test::kernel_variants()) {
         for (QType wt : kWeightTypes) {
             const int64_t rows = 100, cols = 256;
             const int n = 3;

@@ -236,7 +236,7 @@ namespace floe {
 // The quantized gemms take one block per 128-bit step (G = 1): on Zen1, which splits 256-bit ops in two, that
 // measured 10-25% faster than G = 2 (CPUs with full-width 256-bit units would likely prefer G = 2).
 const Kernels* kernels_avx2() {
-    static constexpr Kernels k = x86::make_kernels<1>("avx2", x86::avx2::lora_up);
+    static constexpr Kernels k = x86::make_kernels<1, x86::Maddubs>("avx2", x86::avx2::lora_up);
     return &k;
 }
 

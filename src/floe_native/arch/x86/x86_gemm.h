@@ -1,4 +1,4 @@
-// The quantized gemm shared by the AVX2 and AVX-512 tables, and the table itself (make_kernels).
+// The quantized gemm shared by every x86 table (AVX2, AVX-512, their VNNI forms), and the table itself (make_kernels).
 //
 // A tile is 4 weight rows x C activation columns (the walk is tiles.h's): per block the 4 rows' integer dot
 // products are reduced into one vector [r0 r1 r2 r3] per lane (x86_lanes.h), converted to float once, and
@@ -9,6 +9,49 @@
 
 namespace floe::x86 {
 namespace {
+
+// ---- the integer dot primitive: one row's unsigned weight bytes x signed activation bytes, per lane ---------
+// Maddubs (AVX2, AVX-512BW): int16 pair sums, saturating, so exact only for small unsigned operands (nibbles).
+// Vnni: vpdpbusd sums 4 products straight into int32, exact for any u8 x s8 (x86_lanes.h's v_dpbusd).
+// dot() takes a block's two 16-byte halves; reduce() turns four rows' dots into int32 [r0 r1 r2 r3] per lane.
+struct Maddubs {
+    // int16 pair sums: |lane| <= 2 * (2 * 15 * 128) = 7680 for nibble weights
+    template <class I>
+    static I dot(I w_lo, I a_lo, I w_hi, I a_hi) {
+        return v_add16(v_maddubs(w_lo, a_lo), v_maddubs(w_hi, a_hi));
+    }
+    // Stays in int16 while the sums fit (4 lanes per row <= 30720), then one madd widens: fewer multiplies than
+    // widening each row on its own.
+    template <class I>
+    static I reduce(I p0, I p1, I p2, I p3) {
+        const I t01 = v_add16(v_unpacklo16(p0, p1), v_unpackhi16(p0, p1));  // r0 r1 r0 r1 ..
+        const I t23 = v_add16(v_unpacklo16(p2, p3), v_unpackhi16(p2, p3));  // r2 r3 r2 r3 ..
+        const I u = v_add16(v_unpacklo32(t01, t23), v_unpackhi32(t01, t23));  // r0 r1 r2 r3 r0 r1 r2 r3
+        const I pairs = v_shuffle8(u, bcast_lanes<I>(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)));
+        return v_madd(pairs, bcast_lanes<I>(_mm_set1_epi16(1)));  // r0 r0 r1 r1 .. -> r0 r1 r2 r3
+    }
+};
+
+// int32 sums of 4 rows, 4 partials each per lane -> [r0 r1 r2 r3] per lane
+template <class I>
+inline I reduce32(I m0, I m1, I m2, I m3) {
+    const I t01 = v_add32(v_unpacklo32(m0, m1), v_unpackhi32(m0, m1));  // r0 r1 r0 r1
+    const I t23 = v_add32(v_unpacklo32(m2, m3), v_unpackhi32(m2, m3));  // r2 r3 r2 r3
+    return v_add32(v_unpacklo64(t01, t23), v_unpackhi64(t01, t23));
+}
+
+#if defined(FLOE_DPBUSD_EMULATED) || defined(__AVX512VNNI__) || defined(__AVXVNNI__)
+struct Vnni {
+    template <class I>
+    static I dot(I w_lo, I a_lo, I w_hi, I a_hi) {
+        return v_dpbusd(v_dpbusd(bcast_lanes<I>(_mm_setzero_si128()), w_lo, a_lo), w_hi, a_hi);
+    }
+    template <class I>
+    static I reduce(I m0, I m1, I m2, I m3) {
+        return reduce32(m0, m1, m2, m3);
+    }
+};
+#endif
 
 // ---- quantized formats ---------------------------------------------------------------------------------------
 // Per activation column the driver first builds a Prep: block scales (and sums) as floats, each repeated 4 times
@@ -33,22 +76,12 @@ struct ScaleD {
     }
 };
 
-// q4_0 / q4_1 weights: unsigned nibbles against signed q8 activations, so maddubs takes them as they are.
-template <class Wb, class Ab>
-struct Nibbles {
-    using W = Wb;
+// Weights decoded to unsigned bytes (Decode: W, decode()) against the signed q8 activation bytes as they are.
+template <class Decode, class Ab, class Dot>
+struct ByteDot : Decode {
     using A = Ab;
     template <int G>
-    struct Weights {
-        typename Lanes<G>::I lo, hi;  // values 0-15 and 16-31 of the block
-    };
-    template <int G>
-    static Weights<G> decode(const uint8_t* row, int64_t b) {
-        using L = Lanes<G>;
-        const auto raw = L::load(field<W>(row, b, offsetof(W, qs)), sizeof(W));
-        const auto m = L::set1_8(0x0f);
-        return {v_and(raw, m), v_and(v_srli16<4>(raw), m)};
-    }
+    using Weights = typename Decode::template Weights<G>;
     template <int G>
     struct Act {
         typename Lanes<G>::I lo, hi;
@@ -58,47 +91,76 @@ struct Nibbles {
         const uint8_t* qs = field<A>(p.act, b, offsetof(A, qs));
         return {Lanes<G>::load(qs, sizeof(A)), Lanes<G>::load(qs + 16, sizeof(A))};
     }
-    // int16 pair sums: |lane| <= 2 * (2 * 15 * 128) = 7680
     template <int G>
     static typename Lanes<G>::I dot(const Weights<G>& w, const Act<G>& a) {
-        return v_add16(v_maddubs(w.lo, a.lo), v_maddubs(w.hi, a.hi));
+        return Dot::dot(w.lo, a.lo, w.hi, a.hi);
     }
-    // Stays in int16 while the sums fit (4 lanes per row <= 30720), then one madd widens: fewer multiplies than
-    // widening each row on its own.
     template <class I>
     static I reduce(I p0, I p1, I p2, I p3) {
-        const I t01 = v_add16(v_unpacklo16(p0, p1), v_unpackhi16(p0, p1));  // r0 r1 r0 r1 ..
-        const I t23 = v_add16(v_unpacklo16(p2, p3), v_unpackhi16(p2, p3));  // r2 r3 r2 r3 ..
-        const I u = v_add16(v_unpacklo32(t01, t23), v_unpackhi32(t01, t23));  // r0 r1 r2 r3 r0 r1 r2 r3
-        const I pairs = v_shuffle8(u, bcast_lanes<I>(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)));
-        return v_madd(pairs, bcast_lanes<I>(_mm_set1_epi16(1)));  // r0 r0 r1 r1 .. -> r0 r1 r2 r3
+        return Dot::reduce(p0, p1, p2, p3);
     }
 };
 
-// q4_0 x q8_0: sum((q - 8) * a) = sum(q * a) - 8 * sum(a), with 8 * sum(a) from the Prep.
-struct Q4_0 : Nibbles<block_q4_0, block_q8_0>, ScaleD<block_q4_0> {
+// q4_0 / q4_1 weights: nibbles 0-15, values 0-15 of the block in lo, 16-31 in hi.
+template <class Wb>
+struct NibbleDecode {
+    using W = Wb;
+    template <int G>
+    struct Weights {
+        typename Lanes<G>::I lo, hi;
+    };
+    template <int G>
+    static Weights<G> decode(const uint8_t* row, int64_t b) {
+        using L = Lanes<G>;
+        const auto raw = L::load(field<W>(row, b, offsetof(W, qs)), sizeof(W));
+        const auto m = L::set1_8(0x0f);
+        return {v_and(raw, m), v_and(v_srli16<4>(raw), m)};
+    }
+};
+
+// q8_0 weights for u8 x s8 products: w + 128 (w ^ 0x80), made up for by the Prep's 128 * sum(a).
+struct BiasedByteDecode {
+    using W = block_q8_0;
+    template <int G>
+    struct Weights {
+        typename Lanes<G>::I lo, hi;
+    };
+    template <int G>
+    static Weights<G> decode(const uint8_t* row, int64_t b) {
+        using L = Lanes<G>;
+        const uint8_t* qs = field<W>(row, b, offsetof(W, qs));
+        const auto bias = L::set1_8(static_cast<char>(0x80));
+        return {v_xor(L::load(qs, sizeof(W)), bias), v_xor(L::load(qs + 16, sizeof(W)), bias)};
+    }
+};
+
+// Weights stored or decoded with an offset, w = q - 2^Shift: sum(w * a) = sum(q * a) - 2^Shift * sum(a), the
+// second term from the Prep (q4_0: 8, q8_0 for u8 x s8: 128; |2^Shift * sum(a)| <= 2^19).
+template <class Wb, class Ab, int Shift>
+struct OffsetPrep : ScaleD<Wb> {
     struct Prep {
         float* d;      // activation scale, x4 per block
-        int32_t* off;  // 8 * sum(a.qs), x4 per block
+        int32_t* off;  // 2^Shift * sum(a.qs), x4 per block
         const void* act;
     };
     static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
     static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
         Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<int32_t*>(buf + nb * 16), act};
         for (int64_t b = 0; b < nb; ++b) {
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(field<A>(act, b, offsetof(A, qs))));
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(field<Ab>(act, b, offsetof(Ab, qs))));
             const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);  // exact: |pair| <= 256
             const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
             __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
             s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
             s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));  // the total in every lane
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(p.off + 4 * b), _mm_slli_epi32(s, 3));
-            _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p.off + 4 * b), _mm_slli_epi32(s, Shift));
+            _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<Ab>(act, b, offsetof(Ab, d)))));
         }
         return p;
     }
     template <int G>
-    static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
+    static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const typename ScaleD<Wb>::template Scales<G>& sc,
+                                           const Prep& p, int64_t b,
                                            typename Lanes<G>::F acc) {
         using L = Lanes<G>;
         const auto sumi = v_sub32(s, L::loadi(p.off + 4 * b));
@@ -106,8 +168,19 @@ struct Q4_0 : Nibbles<block_q4_0, block_q8_0>, ScaleD<block_q4_0> {
     }
 };
 
+// q4_0 x q8_0: sum((q - 8) * a) = sum(q * a) - 8 * sum(a).
+template <class Dot>
+struct Q4_0 : ByteDot<NibbleDecode<block_q4_0>, block_q8_0, Dot>, OffsetPrep<block_q4_0, block_q8_0, 3> {};
+
+// q8_0 x q8_0 for VNNI: sum((q + 128) * a) - 128 * sum(a), exact over the full int8 range.
+template <class Dot>
+struct Q8_0Biased : ByteDot<BiasedByteDecode, block_q8_0, Dot>, OffsetPrep<block_q8_0, block_q8_0, 7> {};
+
 // q4_1 x q8_1: d_w d_a sum(q * a) + m_w s_a, with s_a = d_a sum(a) from the activation block.
-struct Q4_1 : Nibbles<block_q4_1, block_q8_1> {
+template <class Dot>
+struct Q4_1 : ByteDot<NibbleDecode<block_q4_1>, block_q8_1, Dot> {
+    using A = block_q8_1;
+    using W = block_q4_1;
     struct Prep {
         float* d;  // x4 per block
         float* s;  // x4 per block
@@ -139,7 +212,7 @@ struct Q4_1 : Nibbles<block_q4_1, block_q8_1> {
     }
 };
 
-// q8_0 x q8_0 over the full int8 range (-128 * -128 included), which maddubs cannot do: 16-bit madd instead.
+// q8_0 x q8_0 without VNNI, over the full int8 range (-128 * -128 included), which maddubs cannot do: 16-bit madd.
 // Weights widen with one unpack each as w * 256 (0 in the low byte), activations are sign-extended once per
 // call into the Prep; the block sums are multiples of 256 (|sum| <= 2^27) and shift back exactly.
 struct Q8_0 : ScaleD<block_q8_0> {
@@ -191,9 +264,7 @@ struct Q8_0 : ScaleD<block_q8_0> {
     }
     template <class I>
     static I reduce(I m0, I m1, I m2, I m3) {
-        const I t01 = v_add32(v_unpacklo32(m0, m1), v_unpackhi32(m0, m1));  // r0 r1 r0 r1
-        const I t23 = v_add32(v_unpacklo32(m2, m3), v_unpackhi32(m2, m3));  // r2 r3 r2 r3
-        return v_add32(v_unpacklo64(t01, t23), v_unpackhi64(t01, t23));
+        return reduce32(m0, m1, m2, m3);
     }
     template <int G>
     static typename Lanes<G>::F accumulate(typename Lanes<G>::I s, const Scales<G>& sc, const Prep& p, int64_t b,
@@ -228,7 +299,12 @@ inline BlockSums<Fmt, G, C> block_sums(const uint8_t* const w[4], const typename
 // Software-pipelined: a block's float part is issued after the next block's integer part, so that its long
 // integer -> float -> fma dependency chain overlaps independent work (Zen1's window holds ~1.5 blocks).
 // pf is where the next tile's rows start: those bytes are prefetched at the pace this tile is read, because
-// 4 interleaved short rows are not streams the hardware prefetcher picks up.
+// 4 interleaved short rows are not streams the hardware prefetcher picks up; from the first block on, else the
+// first step's bytes of every tile would miss. Into L1 for tiles of up to kPrefetchL1Bytes, into L2 beyond: a
+// tile of long rows, prefetched a whole tile ahead, would leave a 32 KiB L1 again before it is read (Zen4, 1
+// thread: q8_0 8192 x 8192 12.5 -> 23 GB/s, 49152 x 576 9.6 -> 15.8 GB/s with both changes).
+constexpr size_t kPrefetchL1Bytes = 4096;
+
 template <class Fmt, int G, int C>
 inline void tile_blocks(const uint8_t* const w[4], const typename Fmt::Prep* p, int64_t b, int64_t b_end,
                         typename Lanes<G>::F acc_out[C], const uint8_t* pf) {
@@ -239,9 +315,18 @@ inline void tile_blocks(const uint8_t* const w[4], const typename Fmt::Prep* p, 
     const auto add = [&](const BlockSums<Fmt, G, C>& bs) {
         for (int c = 0; c < C; ++c) acc[c] = Fmt::accumulate(bs.s[c], bs.sc, p[c], bs.b, acc[c]);
     };
+    const bool to_l1 = (b_end - b) * step <= kPrefetchL1Bytes;
+    const auto prefetch = [&](int64_t blk) {
+        for (size_t o = 0; o < G * step; o += 64) {
+            const char* a = reinterpret_cast<const char*>(pf + blk * step + o);
+            if (to_l1) _mm_prefetch(a, _MM_HINT_T0);
+            else _mm_prefetch(a, _MM_HINT_T1);
+        }
+    };
+    prefetch(b);
     auto prev = block_sums<Fmt, G, C>(w, p, b);
     for (b += G; b < b_end; b += G) {
-        for (size_t o = 0; o < G * step; o += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + b * step + o), _MM_HINT_T0);
+        prefetch(b);
         const auto cur = block_sums<Fmt, G, C>(w, p, b);
         add(prev);
         prev = cur;
@@ -289,17 +374,27 @@ template <class Fmt, int G>
     });
 }
 
-// The kernel table of a variant: the quantized gemms take G blocks per step, everything else but lora_up is the
-// AVX2 function.
-template <int G>
+// The q8_0 format of a dot primitive: maddubs cannot multiply int8 x int8, vpdpbusd can with biased weights.
+template <class Dot>
+struct Q8Of {
+    using type = Q8_0Biased<Dot>;
+};
+template <>
+struct Q8Of<Maddubs> {
+    using type = Q8_0;
+};
+
+// The kernel table of a variant: the quantized gemms take G blocks per step with the Dot primitive, everything
+// else but lora_up is the AVX2 function.
+template <int G, class Dot>
 constexpr Kernels make_kernels(const char* name, lora_up_fn lora_up) {
     return Kernels{
         name,
         avx2::quantize_q8_0,
         avx2::quantize_q8_1,
-        gemm_quant<Q4_0, G>,
-        gemm_quant<Q4_1, G>,
-        gemm_quant<Q8_0, G>,
+        gemm_quant<Q4_0<Dot>, G>,
+        gemm_quant<Q4_1<Dot>, G>,
+        gemm_quant<typename Q8Of<Dot>::type, G>,
         avx2::gemm_f16,
         avx2::gemm_f32,
         avx2::rmsnorm,

@@ -11,6 +11,7 @@ namespace {
 
 // ---- lane-local integer / float ops, overloaded by width ---------------------------------------------------
 inline __m128i v_and(__m128i a, __m128i b) { return _mm_and_si128(a, b); }
+inline __m128i v_xor(__m128i a, __m128i b) { return _mm_xor_si128(a, b); }
 template <int N>
 inline __m128i v_srli16(__m128i a) { return _mm_srli_epi16(a, N); }
 template <int N>
@@ -34,6 +35,7 @@ inline __m128 v_mul(__m128 a, __m128 b) { return _mm_mul_ps(a, b); }
 inline __m128 v_fma(__m128 a, __m128 b, __m128 c) { return _mm_fmadd_ps(a, b, c); }
 
 inline __m256i v_and(__m256i a, __m256i b) { return _mm256_and_si256(a, b); }
+inline __m256i v_xor(__m256i a, __m256i b) { return _mm256_xor_si256(a, b); }
 template <int N>
 inline __m256i v_srli16(__m256i a) { return _mm256_srli_epi16(a, N); }
 template <int N>
@@ -58,6 +60,7 @@ inline __m256 v_fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b,
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 inline __m512i v_and(__m512i a, __m512i b) { return _mm512_and_si512(a, b); }
+inline __m512i v_xor(__m512i a, __m512i b) { return _mm512_xor_si512(a, b); }
 template <int N>
 inline __m512i v_srli16(__m512i a) { return _mm512_srli_epi16(a, N); }
 template <int N>
@@ -79,6 +82,32 @@ inline __m512i v_shuffle8(__m512i a, __m512i idx) { return _mm512_shuffle_epi8(a
 inline __m512 v_cvt(__m512i a) { return _mm512_cvtepi32_ps(a); }
 inline __m512 v_mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
 inline __m512 v_fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+#endif
+
+// ---- v_dpbusd(acc, u, s): acc + per int32 the sum of its 4 products u8 x s8 (exact, no saturation) ------------
+// VNNI's vpdpbusd: the EVEX form with AVX512_VNNI + VL (all widths), the VEX form with AVX-VNNI (128/256 bits).
+// FLOE_DPBUSD_EMULATED builds it from AVX2 ops instead, so that a CPU without VNNI still runs the VNNI code path
+// in the tests (tests/native/test_vnni_emu.cpp); it is slower than the maddubs path and never dispatched.
+#if defined(FLOE_DPBUSD_EMULATED)
+// Bytes widened in place to int16 (u zero-, s sign-extended; even and odd bytes apart), then madd: int32 sums of
+// products (4k, 4k+2) and (4k+1, 4k+3), |each| <= 2 * 255 * 128.
+inline __m256i v_dpbusd(__m256i acc, __m256i u, __m256i s) {
+    const __m256i u_even = _mm256_and_si256(u, _mm256_set1_epi16(0xff)), u_odd = _mm256_srli_epi16(u, 8);
+    const __m256i s_even = _mm256_srai_epi16(_mm256_slli_epi16(s, 8), 8), s_odd = _mm256_srai_epi16(s, 8);
+    const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(u_even, s_even), _mm256_madd_epi16(u_odd, s_odd));
+    return _mm256_add_epi32(acc, p);
+}
+inline __m128i v_dpbusd(__m128i acc, __m128i u, __m128i s) {
+    return _mm256_castsi256_si128(
+        v_dpbusd(_mm256_castsi128_si256(acc), _mm256_castsi128_si256(u), _mm256_castsi128_si256(s)));
+}
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+inline __m128i v_dpbusd(__m128i acc, __m128i u, __m128i s) { return _mm_dpbusd_epi32(acc, u, s); }
+inline __m256i v_dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+inline __m512i v_dpbusd(__m512i acc, __m512i u, __m512i s) { return _mm512_dpbusd_epi32(acc, u, s); }
+#elif defined(__AVXVNNI__)
+inline __m128i v_dpbusd(__m128i acc, __m128i u, __m128i s) { return _mm_dpbusd_avx_epi32(acc, u, s); }
+inline __m256i v_dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
 #endif
 
 // The same 128-bit constant in every lane.

@@ -1,4 +1,5 @@
-// One signature per kernel and one table of function pointers per CPU variant (ref, avx2, avx512, neon, neon_dotprod).
+// One signature per kernel and one table of function pointers per CPU variant (ref, avx2, avx_vnni, avx512,
+// avx512_vnni, neon, neon_dotprod).
 // The scalar reference (ref/) is the specification; every SIMD variant computes the same thing.
 #pragma once
 #include <cstddef>
@@ -114,6 +115,8 @@ struct Kernels {
 const Kernels& kernels_ref();
 const Kernels* kernels_avx2();
 const Kernels* kernels_avx512();
+const Kernels* kernels_avx512_vnni();  // avx512 with vpdpbusd in the quantized gemms
+const Kernels* kernels_avx_vnni();     // avx2 with VEX vpdpbusd (AVX-VNNI), two blocks per 256-bit step
 const Kernels* kernels_neon();
 const Kernels* kernels_neon_dotprod();
 
@@ -121,6 +124,7 @@ const Kernels* kernels_neon_dotprod();
 struct CpuFeatures {
     bool avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
+    bool avxvnni = false;  // the VEX form of vpdpbusd (CPUID.(7,1):EAX[4])
     bool neon = false, dotprod = false, fp16 = false, i8mm = false;
     const char* arch = "unknown";
 };
@@ -128,7 +132,8 @@ const CpuFeatures& cpu_features();
 
 // Variants this CPU can run, best first; ref is always last.
 std::vector<const Kernels*> available_variants();
-// Chosen once: the best available, or ref when FLOE_FORCE_REF=1.
+// Chosen once: the best available; FLOE_FORCE_VARIANT=name picks that one (std::runtime_error naming the
+// available ones if this CPU cannot run it), FLOE_FORCE_REF=1 picks ref.
 const Kernels& active_kernels();
 // Lookup among available variants by name; nullptr if unknown or not runnable here.
 const Kernels* find_variant(const char* name);
