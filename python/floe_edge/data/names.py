@@ -67,10 +67,11 @@ class Draft:
 @dataclass(frozen=True)
 class TaskKind:
     """A task generator: `catalogue` is the world knowledge only the cloud has (shared by all users), `world` one
-    user's private world, `draft` one record of that user."""
+    user's private world, `draft` one record of that user: `novel` ones (held-out only) need world knowledge that no
+    record of the user's history holds."""
 
     name: str
     templates: Mapping[str, Phrasings]
     catalogue: Callable[[random.Random, Coiner], Any]
     world: Callable[[random.Random, Coiner, Any], Any]
-    draft: Callable[[random.Random, Any, Any, str], Draft]
+    draft: Callable[[random.Random, Any, Any, str, bool], Draft]

@@ -8,6 +8,11 @@ sides: it holds a span found only in `private_context` (a device id, a booking t
 only in `cloud_context` (an API function, an address or closing time, a library function); the record's extra key
 `meta` names both spans and the prompt template. Held-out (test) prompts come from templates never used in train
 (`TEMPLATES[task][intent].test` vs `.train`), so the held-out split measures more than recall of seen phrasings.
+
+Every other held-out record is *novel* (`meta.novel`): it concerns a device, booking, contact or library that the
+user's history (train) never mentions in a completion, so the world knowledge it needs (a vendor's functions, a
+place's address or hours, a library's API) is nowhere in what the device could learn from: an adapter trained on the
+history cannot know it, only the cloud can. The other held-out records reuse known entities with new phrasings.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ def needs_both(draft: Draft) -> bool:
             and draft.cloud_span not in draft.private_context and draft.cloud_span not in draft.prompt)
 
 
-def _record(user: str, task: str, draft: Draft) -> Record:
-    meta = {"template": f"{task}/{draft.template}", "private_span": draft.private_span, "cloud_span": draft.cloud_span}
+def _record(user: str, task: str, draft: Draft, novel: bool) -> Record:
+    meta = {"template": f"{task}/{draft.template}", "private_span": draft.private_span, "cloud_span": draft.cloud_span,
+            "novel": novel}
     return Record(user, task, draft.private_context, draft.cloud_context, draft.prompt, draft.completion,
                   extra={"meta": meta})
 
@@ -56,14 +62,15 @@ def _record(user: str, task: str, draft: Draft) -> Record:
 def _records(kind: TaskKind, rng: random.Random, user: str, world: object, catalogue: object, split: str,
              count: int) -> list[Record]:
     records = []
-    for _ in range(count):
+    for number in range(count):
+        novel = split == "test" and number % 2 == 0
         for _ in range(_ATTEMPTS):
-            draft = kind.draft(rng, world, catalogue, split)
+            draft = kind.draft(rng, world, catalogue, split, novel)
             if needs_both(draft):
                 break
         else:
             raise RuntimeError(f"{kind.name}: no draft needing both contexts in {_ATTEMPTS} tries")
-        records.append(_record(user, kind.name, draft))
+        records.append(_record(user, kind.name, draft, novel))
     return records
 
 

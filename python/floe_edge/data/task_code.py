@@ -1,5 +1,6 @@
 """Code completion: the user's own helper functions are private; a (made-up) library's API is what the cloud knows.
-The completion line calls both: `return vexo.bars_kel(tk_tally_receipts(path))`."""
+The completion line calls both: `return vexo.bars_kel(tk_tally_receipts(path))`. One of the three libraries is new to
+each user: their history (train) never calls it, so only the cloud knows its functions."""
 
 from __future__ import annotations
 
@@ -60,14 +61,25 @@ def catalogue(rng: random.Random, coin: Coiner) -> list[Library]:
     return libraries
 
 
-def world(rng: random.Random, coin: Coiner, libraries: list[Library]) -> list[Helper]:
-    """Four helpers of the user's own, all named with the user's personal prefix."""
+@dataclass(frozen=True)
+class Workspace:
+    """One user's code: their helpers, and which library is new to them (held-out records only)."""
+
+    helpers: list[Helper]
+    new_library: int
+
+
+def world(rng: random.Random, coin: Coiner, libraries: list[Library]) -> Workspace:
+    """Four helpers of the user's own, all named with the user's personal prefix, and one library new to the user."""
     prefix = coin.word(1, capital=False)[:3] + "_"
-    return [Helper(f"{prefix}{verb}_{noun}", purpose) for verb, noun, purpose in rng.sample(_HELPERS, 4)]
+    helpers = [Helper(f"{prefix}{verb}_{noun}", purpose) for verb, noun, purpose in rng.sample(_HELPERS, 4)]
+    return Workspace(helpers, rng.randrange(len(libraries)))
 
 
-def draft(rng: random.Random, helpers: list[Helper], libraries: list[Library], split: str) -> Draft:
-    helper, library = rng.choice(helpers), rng.choice(libraries)
+def draft(rng: random.Random, space: Workspace, libraries: list[Library], split: str, novel: bool) -> Draft:
+    known = [lib for i, lib in enumerate(libraries) if i != space.new_library]
+    helpers, library = space.helpers, libraries[space.new_library] if novel else rng.choice(known)
+    helper = rng.choice(helpers)
     function, purpose = rng.choice(library.functions)
     index, template = TEMPLATES["call"].pick(rng, split)
     prompt = template.format(lib=purpose.capitalize(), helper=helper.purpose)

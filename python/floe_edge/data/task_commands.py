@@ -1,6 +1,7 @@
 """On-device commands: the user's devices (nickname, model, id) are private; each vendor's command API is what the
 cloud knows. "Dim the desk lamp to 30%" becomes `lu_dim(dev.k41, 30)`: the id only the device knows, the function
-only the cloud."""
+only the cloud. One or two devices are new: the user's history (train) never commands them, and no function of their
+vendors is ever called in it, so only the cloud can know how to command them."""
 
 from __future__ import annotations
 
@@ -70,6 +71,18 @@ class Device:
     id: str
 
 
+@dataclass(frozen=True)
+class Home:
+    """One user's devices: `known` ones appear in their history, `new` ones only in held-out records."""
+
+    known: list[Device]
+    new: list[Device]
+    listed: list[Device]  # all of them, in the order the private context lists them
+
+    def private_text(self) -> str:
+        return "My devices:\n" + "\n".join(f"- {d.nickname}: {d.model}, id {d.id}" for d in self.listed)
+
+
 def catalogue(rng: random.Random, coin: Coiner) -> list[Vendor]:
     """Three vendors per device kind, each with its own function names and calling style."""
     vendors = []
@@ -86,10 +99,9 @@ def catalogue(rng: random.Random, coin: Coiner) -> list[Vendor]:
     return vendors
 
 
-def world(rng: random.Random, coin: Coiner, vendors: list[Vendor]) -> list[Device]:
-    """Four to six devices, each with a nickname of its own, a vendor's model and a device id."""
+def _devices(rng: random.Random, coin: Coiner, vendors: list[Vendor]) -> list[Device]:
     kinds = list(_KINDS)
-    nicknames = rng.sample([(k, n) for k in kinds for n in _KINDS[k][1]], rng.randint(4, 6))
+    nicknames = rng.sample([(k, n) for k in kinds for n in _KINDS[k][1]], rng.randint(5, 7))
     devices = []
     for kind, nickname in nicknames:
         vendor = rng.choice([v for v in vendors if v.kind == kind])
@@ -97,6 +109,27 @@ def world(rng: random.Random, coin: Coiner, vendors: list[Vendor]) -> list[Devic
         device_id = f"{rng.choice(('dev', 'hw', 'nd', 'id'))}.{coin.word(1, capital=False)[:3]}{rng.randint(10, 99)}"
         devices.append(Device(nickname, vendor, model, device_id))
     return devices
+
+
+def _unlike(device: Device, others: list[Device]) -> bool:
+    """Whether nothing of the device's vendor API (vendor, function names) shows in the others' commands."""
+    names = {f for d in others for f in d.vendor.functions.values()}
+    return all(d.vendor is not device.vendor for d in others) and not names & set(device.vendor.functions.values())
+
+
+def world(rng: random.Random, coin: Coiner, vendors: list[Vendor]) -> Home:
+    """Five to seven devices, each with a nickname of its own, a vendor's model and a device id; one or two of them
+    new (a vendor no known device has)."""
+    for _ in range(100):
+        devices = _devices(rng, coin, vendors)
+        new: list[Device] = []
+        for device in rng.sample(devices, len(devices)):
+            known = [d for d in devices if d is not device and d not in new]
+            if len(new) < 2 and _unlike(device, known) and all(_unlike(n, known) for n in new):
+                new.append(device)
+        if new:
+            return Home([d for d in devices if d not in new], new, devices)
+    raise RuntimeError("no device with a vendor of its own in 100 worlds")  # 3 vendors per kind: not reached
 
 
 def _value(rng: random.Random, capability: str, kind: str) -> str:
@@ -107,16 +140,15 @@ def _value(rng: random.Random, capability: str, kind: str) -> str:
     return str(rng.randrange(10, 100, 5))
 
 
-def draft(rng: random.Random, devices: list[Device], vendors: list[Vendor], split: str) -> Draft:
-    device = rng.choice(devices)
+def draft(rng: random.Random, home: Home, vendors: list[Vendor], split: str, novel: bool) -> Draft:
+    device = rng.choice(home.new if novel else home.known)
     capability = rng.choice(list(device.vendor.functions))
     value = _value(rng, capability, device.vendor.kind)
     index, template = TEMPLATES[capability].pick(rng, split)
-    private = "My devices:\n" + "\n".join(f"- {d.nickname}: {d.model}, id {d.id}" for d in devices)
     others = rng.sample([v for v in vendors if v is not device.vendor], 2)
     apis = [v.api_text() for v in [device.vendor, *others]]
     rng.shuffle(apis)
-    return Draft(private_context=private, cloud_context="Device APIs:\n" + "\n".join(apis),
+    return Draft(private_context=home.private_text(), cloud_context="Device APIs:\n" + "\n".join(apis),
                  prompt=f"User: {template.format(dev=device.nickname, v=value)}\nCommand:",
                  completion=" " + device.vendor.call(capability, device.id, value),
                  template=f"{capability}/{split}/{index}", private_span=device.id,

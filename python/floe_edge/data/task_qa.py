@@ -1,10 +1,13 @@
 """Conversational QA: the user's contacts and bookings are private; where places are and when they open is what the
-cloud knows. "Where is my dentist appointment?" needs the booking (time, place) and the place's address."""
+cloud knows. "Where is my dentist appointment?" needs the booking (time, place) and the place's address. One booking
+and one contact are new: the user's history (train) never asks about them, and their places appear in no answer of it.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from .names import DAYS, Coiner, Draft, Phrasings, TaskKind
 
@@ -35,10 +38,15 @@ class Place:
 
 @dataclass(frozen=True)
 class QAWorld:
-    """One user's private world for QA: whom they know and what they booked."""
+    """One user's private world for QA: whom they know and what they booked; the last contact and the last booking
+    are new (held-out records only)."""
 
     contacts: list[Contact]
     bookings: list[Booking]
+
+    def pick(self, rng: random.Random, intent: str, novel: bool) -> "Contact | Booking":
+        entities: list[Any] = list(self.contacts if intent == "contact_work" else self.bookings)
+        return entities[-1] if novel else rng.choice(entities[:-1])
 
     def private_text(self) -> str:
         contacts = [f"- {c.name} ({c.relation}), works at {c.workplace.name}" for c in self.contacts]
@@ -88,25 +96,34 @@ def catalogue(rng: random.Random, coin: Coiner) -> list[Place]:
 
 
 def world(rng: random.Random, coin: Coiner, places: list[Place]) -> QAWorld:
-    """Three or four contacts (each working somewhere) and three or four bookings on distinct kinds."""
-    contacts = [Contact(f"{coin.word(2)} {coin.word(2)}", relation, rng.choice([p for p in places if p.kind == w]))
-                for relation, w in zip(rng.sample(_RELATIONS, rng.randint(3, 4)), rng.choices(_WORKPLACES, k=4))]
-    bookings = [Booking(kind, rng.choice(DAYS), f"{rng.randint(8, 19)}:{rng.choice(('15', '45'))}",
-                        rng.choice([p for p in places if p.kind == _BOOKINGS[kind]]))
-                for kind in rng.sample(list(_BOOKINGS), rng.randint(3, 4))]
-    return QAWorld(contacts, bookings)
+    """Four or five contacts (each working somewhere) and four or five bookings on distinct kinds; the last of each is
+    new, at a place no other contact or booking of the user has."""
+    relations, kinds = rng.sample(_RELATIONS, rng.randint(4, 5)), rng.sample(list(_BOOKINGS), rng.randint(4, 5))
+    workplaces = rng.choices(_WORKPLACES, k=len(relations))
+    of_kind = lambda kind: [p for p in places if p.kind == kind]  # noqa: E731
+    # the new ones first, so that the known ones can avoid their places
+    new_contact = Contact(f"{coin.word(2)} {coin.word(2)}", relations[-1], rng.choice(of_kind(workplaces[-1])))
+    new_booking = Booking(kinds[-1], rng.choice(DAYS), f"{rng.randint(8, 19)}:{rng.choice(('15', '45'))}",
+                          rng.choice(of_kind(_BOOKINGS[kinds[-1]])))
+    news = {new_contact.workplace.name, new_booking.place.name}
+    contacts = [Contact(f"{coin.word(2)} {coin.word(2)}", r, rng.choice(
+        [p for p in places if p.kind == w and p.name not in news])) for r, w in zip(relations[:-1], workplaces[:-1])]
+    bookings = [Booking(k, rng.choice(DAYS), f"{rng.randint(8, 19)}:{rng.choice(('15', '45'))}", rng.choice(
+        [p for p in places if p.kind == _BOOKINGS[k] and p.name not in news])) for k in kinds[:-1]]
+    return QAWorld([*contacts, new_contact], [*bookings, new_booking])
 
 
-def draft(rng: random.Random, user: QAWorld, places: list[Place], split: str) -> Draft:
+def draft(rng: random.Random, user: QAWorld, places: list[Place], split: str, novel: bool) -> Draft:
     intent = rng.choice(list(TEMPLATES))
     index, template = TEMPLATES[intent].pick(rng, split)
-    if intent == "contact_work":
-        contact = rng.choice(user.contacts)
+    entity = user.pick(rng, intent, novel)
+    if isinstance(entity, Contact):
+        contact = entity
         place, question = contact.workplace, template.format(relation=contact.relation)
         answer, private_span, cloud_span = (f" {contact.name} works at {place.name}, {place.address}.",
                                             contact.name, place.address)
     else:
-        booking = rng.choice(user.bookings)
+        booking = entity
         place, question = booking.place, template.format(kind=booking.kind)
         if intent == "booking_where":
             answer, private_span, cloud_span = (f" {booking.day} at {booking.time}, at {place.address}.",
