@@ -24,13 +24,15 @@ vocabulary (its top-2); everything else is O(k). Without them, a few numpy passe
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import _native
-from ..fusion import EdgeStats
+
+if TYPE_CHECKING:  # floe_edge.fusion imports this module (Fuser with a learned gate)
+    from ..fusion import EdgeStats
 
 __all__ = ["FEATURES", "LOGPROB_FLOOR", "CloudTopK", "complete_topk", "gate_features"]
 
