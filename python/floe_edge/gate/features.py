@@ -46,50 +46,48 @@ ABSENT_LOGPROB = -9999.0  # OpenAI's filler for a missing top-k entry (fusion.h:
 
 class CloudTopK:
     """A cloud top-k completed to a distribution over ``n_vocab`` tokens: normalized log-probs of its present
-    entries, and the log-prob each of the ``n_rest`` other tokens gets (``tail``; -inf when there is none)."""
+    entries (id -> log-prob), and the log-prob each of the ``n_rest`` other tokens gets (``tail``; -inf when there
+    is none). Plain Python: k <= 64, where numpy's per-call cost would dominate."""
 
-    def __init__(self, ids: npt.NDArray[np.int64], logprobs: npt.NDArray[np.float64], tail: float,
-                 n_rest: int) -> None:
-        self.ids, self.logprobs, self.tail, self.n_rest = ids, logprobs, tail, n_rest
+    def __init__(self, logprobs: dict[int, float], tail: float, n_rest: int) -> None:
+        self.logprobs, self.tail, self.n_rest = logprobs, tail, n_rest
 
     def logprob(self, token: int) -> float:
-        hit = np.flatnonzero(self.ids == token)
-        return float(self.logprobs[hit[0]]) if hit.size else self.tail
+        return self.logprobs.get(token, self.tail)
 
     @property
     def top1(self) -> int:
         """The most likely id (ties: the lower id, as the native fusion reports it)."""
-        best = self.logprobs.max()
-        return int(self.ids[self.logprobs == best].min())
+        best = max(self.logprobs.values())
+        return min(i for i, v in self.logprobs.items() if v == best)
 
 
 def complete_topk(ids: npt.ArrayLike, logprobs: npt.ArrayLike, n_vocab: int, tail_floor: float = 1e-4
                   ) -> Optional[CloudTopK]:
     """The cloud's top-k as a distribution (module doc), or None when no entry has a non-zero probability.
     ValueError: ids outside the vocabulary or repeated, lengths that differ, +inf, more than 64 entries."""
-    ids_a = np.asarray(ids).astype(np.int64, copy=False).ravel()
-    lp = np.asarray(logprobs, dtype=np.float64).ravel()
-    if ids_a.size != lp.size:
-        raise ValueError(f"cloud_ids has {ids_a.size} entries, cloud_logprobs {lp.size}")
-    if ids_a.size > 64:
+    id_list = [int(i) for i in np.asarray(ids).ravel().tolist()]
+    lp_list = [float(v) for v in np.asarray(logprobs, dtype=np.float64).ravel().tolist()]
+    if len(id_list) != len(lp_list):
+        raise ValueError(f"cloud_ids has {len(id_list)} entries, cloud_logprobs {len(lp_list)}")
+    if len(id_list) > 64:
         raise ValueError("cloud top-k has more than 64 entries")
-    if ids_a.size and (ids_a.min() < 0 or ids_a.max() >= n_vocab):
+    if id_list and (min(id_list) < 0 or max(id_list) >= n_vocab):
         raise ValueError(f"cloud ids must be in 0..{n_vocab - 1}")
-    if np.unique(ids_a).size != ids_a.size:
+    if len(set(id_list)) != len(id_list):
         raise ValueError("cloud ids repeated")
-    if np.any(lp == np.inf):
+    if math.inf in lp_list:
         raise ValueError("cloud log-probs contain +inf")
-    lp = np.where(np.isnan(lp), -np.inf, lp)
-    present = ~((lp <= ABSENT_LOGPROB) & np.isfinite(lp))
-    ids_a, lp = ids_a[present], lp[present]
-    if not np.any(np.isfinite(lp)):
+    present = {i: (-math.inf if math.isnan(v) else v) for i, v in zip(id_list, lp_list)
+               if not (ABSENT_LOGPROB >= v > -math.inf)}
+    if not any(v > -math.inf for v in present.values()):
         return None
-    mass = float(np.exp(lp).sum())
-    n_rest = n_vocab - ids_a.size
+    mass = sum(math.exp(v) for v in present.values())
+    n_rest = n_vocab - len(present)
     rest = max(1.0 - mass, tail_floor) if n_rest > 0 else 0.0
     log_z = math.log(mass + rest)
     tail = math.log(rest / n_rest) - log_z if n_rest > 0 else -math.inf
-    return CloudTopK(ids_a, lp - log_z, tail, n_rest)
+    return CloudTopK({i: v - log_z for i, v in present.items()}, tail, n_rest)
 
 
 def _edge_side(edge_logits: npt.NDArray[np.float32], stats: Optional[EdgeStats]) -> tuple[int, float, float, float,
@@ -129,12 +127,10 @@ def gate_features(edge_logits: npt.NDArray[np.float32], cloud_ids: Union[Sequenc
     e1, ep1, e_h, ep2, lse = _edge_side(edge_logits, edge_stats)
     log_v = math.log(n_vocab) if n_vocab > 1 else 1.0
     c1 = cloud.top1
-    c_lp = np.sort(cloud.logprobs)[::-1]
+    c_lp = sorted(cloud.logprobs.values(), reverse=True)
     cp1 = math.exp(c_lp[0])
-    next_lp = max(c_lp[1] if c_lp.size > 1 else -math.inf, cloud.tail)
-    p = np.exp(cloud.logprobs)
-    finite = p > 0
-    c_h = float(-(p[finite] * cloud.logprobs[finite]).sum())
+    next_lp = max(c_lp[1] if len(c_lp) > 1 else -math.inf, cloud.tail)
+    c_h = -sum(math.exp(v) * v for v in c_lp if v > -math.inf)
     if cloud.n_rest > 0 and cloud.tail > -math.inf:
         c_h -= cloud.n_rest * math.exp(cloud.tail) * cloud.tail
     x_c1 = float(edge_logits[c1])
