@@ -276,9 +276,9 @@ class Fuser:
         """
         -> (top1, max_prob, entropy, needs_cloud, max_logit, lse)
         """
-    def fuse(self, edge_logits: numpy.typing.NDArray[numpy.float32], cloud_ids: numpy.typing.NDArray[numpy.int32] | None = None, cloud_logprobs: numpy.typing.NDArray[numpy.float32] | None = None, cloud_dense: numpy.typing.NDArray[numpy.float32] | None = None, edge_stats: tuple[typing.SupportsInt | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex, bool, typing.SupportsFloat | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex] | None = None) -> tuple[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.float32], float, float, bool, bool, int, int, float, float]:
+    def fuse(self, edge_logits: numpy.typing.NDArray[numpy.float32], cloud_ids: numpy.typing.NDArray[numpy.int32] | None = None, cloud_logprobs: numpy.typing.NDArray[numpy.float32] | None = None, cloud_dense: numpy.typing.NDArray[numpy.float32] | None = None, edge_stats: tuple[typing.SupportsInt | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex, bool, typing.SupportsFloat | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex] | None = None, weights: tuple[typing.SupportsFloat | typing.SupportsIndex, typing.SupportsFloat | typing.SupportsIndex] | None = None) -> tuple[numpy.typing.NDArray[numpy.int32], numpy.typing.NDArray[numpy.float32], float, float, bool, bool, int, int, float, float]:
         """
-        -> (ids, logprobs, w_edge, w_cloud, gated, normalized, edge_top1, cloud_top1, edge_entropy, cloud_entropy)
+        -> (ids, logprobs, w_edge, w_cloud, gated, normalized, edge_top1, cloud_top1, edge_entropy, cloud_entropy); weights: (w_edge, w_cloud) for this call instead of the static or adaptive ones (the gate still applies)
         """
     @property
     def variant(self) -> str:

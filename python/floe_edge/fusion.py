@@ -19,6 +19,14 @@ SAFE reports that fusing at every token hurts long outputs): when the edge's top
 cloud is not used for that token (weights ``(1, 0)``); :meth:`Fuser.edge_stats` gives the same decision before any
 upload, so the scheduler can skip the round trip.
 
+Learned gate (``weights=`` a :class:`floe_edge.gate.LearnedGate`, or the preset ``"gate"`` / ``"gate:<app>"``: the
+file ``$FLOE_HOME/gates/<app>.json``): per token with cloud evidence, the gate's features (both sides' confidence,
+agreement, position) give ``p = P(the cloud is right)`` and the token is fused with the weights ``(1 - p, p)``
+(log-linear or linear, as configured); the gate's ``skip_threshold`` is the gate above (None: never gated). The
+position is the number of tokens this Fuser fused since :meth:`Fuser.reset`, unless ``fuse(position=...)`` says.
+Per-call weights: ``fuse(weights=(w_e, w_c))`` uses them instead of the static or adaptive ones for that call; the
+gate threshold still applies (a confident edge is gated either way).
+
 Inputs: NaN logits / log-probs count as -inf (probability 0); finite cloud top-k log-probs at or below -9999
 (OpenAI's filler for a missing entry, as in :mod:`floe_edge.vocab_map`) are absent: dropped, their tokens get the
 tail value; ``+inf`` is a ValueError, and so are edge logits with
@@ -38,13 +46,16 @@ in linear mode this is what makes a token that unlikely drop out of the top-k.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Literal, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _native
 from .sampling import recent_tokens
+
+if TYPE_CHECKING:
+    from .gate import LearnedGate
 
 __all__ = [
     "PRESETS",
@@ -54,6 +65,7 @@ __all__ = [
     "FusedToken",
     "Fuser",
     "FusionWeights",
+    "Weights",
     "log_softmax",
     "logsumexp",
     "remap_topk",
@@ -128,16 +140,28 @@ class FusedToken:
     step: FusedStep  # fused top-k, weights used, edge / cloud top-1
 
 
-def _resolve_weights(weights: Union[tuple[float, float], str, FusionWeights]) -> FusionWeights:
+Weights = Union[tuple[float, float], str, FusionWeights, "LearnedGate"]
+
+
+def _resolve_weights(weights: Weights) -> tuple[FusionWeights, Optional[LearnedGate]]:
+    """The static settings, and the learned gate when `weights` is one (or names one: "gate", "gate:<app>")."""
+    from . import gate
+
     if isinstance(weights, FusionWeights):
-        return weights
+        return weights, None
+    if isinstance(weights, str) and gate.is_gate_preset(weights):
+        weights = gate.load_preset(weights)
+    if isinstance(weights, gate.LearnedGate):
+        t = weights.skip_threshold
+        return FusionWeights(0.5, 0.5, gate=1.1 if t is None else t), weights
     if isinstance(weights, str):
         if weights not in PRESETS:
-            raise ValueError(f"unknown weights preset {weights!r} (expected one of {', '.join(PRESETS)})")
-        return PRESETS[weights]
+            raise ValueError(f"unknown weights preset {weights!r} (expected one of {', '.join(PRESETS)}, "
+                             f"or gate / gate:<app> for a learned gate)")
+        return PRESETS[weights], None
     if isinstance(weights, tuple) and len(weights) == 2:
-        return FusionWeights(float(weights[0]), float(weights[1]))
-    raise TypeError("weights must be (w_edge, w_cloud), a preset name or a FusionWeights")
+        return FusionWeights(float(weights[0]), float(weights[1])), None
+    raise TypeError("weights must be (w_edge, w_cloud), a preset name, a FusionWeights or a LearnedGate")
 
 
 class Fuser:
@@ -147,13 +171,14 @@ class Fuser:
         self,
         n_vocab: int,
         mode: Mode = "loglinear",
-        weights: Union[tuple[float, float], str, FusionWeights] = (0.5, 0.5),
+        weights: Weights = (0.5, 0.5),
         top_k: int = 20,
         tail_floor: float = 1e-4,
         normalize: bool = True,
         variant: Optional[str] = None,
     ) -> None:
-        self.weights = _resolve_weights(weights)
+        self.weights, self.gate = _resolve_weights(weights)  # gate: the LearnedGate, or None
+        self.position = 0  # tokens fused since reset(): the learned gate's default position
         self.mode = mode
         w = self.weights
         self._impl = _native.Fuser(
@@ -173,16 +198,57 @@ class Fuser:
         cloud_logprobs: Optional[npt.NDArray[np.float32]] = None,
         cloud_dense: Optional[npt.NDArray[np.float32]] = None,
         edge_stats: Optional[EdgeStats] = None,
+        *,
+        weights: Optional[tuple[float, float]] = None,
+        position: Optional[int] = None,
     ) -> FusedStep:
         """Fuse the edge logits with the cloud's top-k (ids + log-probs), its dense log-probs, or nothing.
         ``edge_stats``: `edge_stats()` of these logits, when the caller has it: the fusion then makes no exp pass
-        over the edge logits of its own (the result is the same)."""
+        over the edge logits of its own (the result is the same). ``weights``: (w_edge, w_cloud) for this call
+        only, instead of the static, adaptive or learned ones (module doc). ``position``: the learned gate's
+        position feature (default: tokens fused since `reset`)."""
+        if position is not None and (isinstance(position, bool) or not isinstance(position, (int, np.integer))
+                                     or position < 0):
+            raise ValueError(f"position must be an int >= 0, got {position!r}")
+        pos = self.position if position is None else int(position)
+        self.position += 1
+        if self.gate is not None and weights is None:
+            edge_stats, weights = self._gate_weights(edge_logits, cloud_ids, cloud_logprobs, cloud_dense,
+                                                     edge_stats, pos)
         s = edge_stats
         known = None if s is None else (s.top1, s.max_prob, s.entropy, s.needs_cloud, s.max_logit, s.lse)
         ids, lps, we, wc, gated, normalized, e1, c1, he, hc = self._impl.fuse(
-            edge_logits, cloud_ids, cloud_logprobs, cloud_dense, known)
+            edge_logits, cloud_ids, cloud_logprobs, cloud_dense, known, weights)
         return FusedStep(ids, lps, we, wc, gated, normalized, e1, None if c1 < 0 else c1,
                          None if he < 0 else he, None if hc < 0 else hc)
+
+    def _gate_weights(self, edge_logits: npt.NDArray[np.float32], cloud_ids: Optional[npt.NDArray[np.int32]],
+                      cloud_logprobs: Optional[npt.NDArray[np.float32]], cloud_dense: Optional[npt.NDArray[np.float32]],
+                      stats: Optional[EdgeStats], position: int
+                      ) -> tuple[Optional[EdgeStats], Optional[tuple[float, float]]]:
+        """The learned gate's weights for this token (None: no cloud evidence, or the edge is gated anyway), and
+        the edge's statistics, computed here once and passed on to the native fusion."""
+        from .gate import gate_features
+
+        assert self.gate is not None
+        if cloud_dense is not None and cloud_ids is None:  # the gate reads a top-k: the dense log-probs' own
+            cloud_ids, top = _native.topk(cloud_dense, MAX_K)
+            cloud_logprobs = (top - np.float32(_native.logsumexp(cloud_dense))).astype(np.float32)
+        if cloud_ids is None or cloud_logprobs is None or len(cloud_ids) == 0:
+            return stats, None
+        stats = stats if stats is not None else self.edge_stats(edge_logits)
+        if not stats.needs_cloud:
+            return stats, None
+        try:
+            features = gate_features(edge_logits, cloud_ids, cloud_logprobs, position, edge_stats=stats,
+                                     tail_floor=self.tail_floor)
+        except ValueError:  # no usable evidence (bad evidence: the native fusion below says what is wrong)
+            return stats, None
+        return stats, self.gate.weights(features)
+
+    def reset(self) -> None:
+        """Start a new sequence: the learned gate's position counts from 0 again."""
+        self.position = 0
 
     def edge_stats(self, edge_logits: npt.NDArray[np.float32]) -> EdgeStats:
         """Edge confidence and the gate's decision, before asking the cloud (one exp pass)."""

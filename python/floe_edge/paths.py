@@ -4,6 +4,7 @@
     models_dir()      home()/models        pulled GGUF models (`floe models pull`)
     adapters_dir()    home()/adapters      the LoRA adapter store (`floe adapters`)
     vocab_maps_dir()  home()/vocab_maps    cross-vocabulary mapping tables
+    gates_dir()       home()/gates         learned fusion gates, <app>.json (fusion preset "gate")
 
 Before this rule, models went straight into $FLOE_HOME when it was set (while adapters and vocabulary maps used
 subdirectories). `legacy_models_dir()` names that old place so models pulled there are still found.
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["adapters_dir", "home", "legacy_models_dir", "models_dir", "vocab_maps_dir"]
+__all__ = ["adapters_dir", "gates_dir", "home", "legacy_models_dir", "models_dir", "vocab_maps_dir"]
 
 ENV = "FLOE_HOME"
 
@@ -39,6 +40,11 @@ def adapters_dir() -> Path:
 def vocab_maps_dir() -> Path:
     """Cached vocabulary mapping tables: home()/vocab_maps."""
     return home() / "vocab_maps"
+
+
+def gates_dir() -> Path:
+    """Learned fusion gates, one <app>.json per application: home()/gates."""
+    return home() / "gates"
 
 
 def legacy_models_dir() -> Optional[Path]:

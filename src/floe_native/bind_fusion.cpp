@@ -72,9 +72,17 @@ public:
     // known: edge_stats() of these logits, as its tuple (top1, max_prob, entropy, needs_cloud, max_logit, lse)
     using Known = std::tuple<int32_t, float, double, bool, float, double>;
 
+    // weights: (w_edge, w_cloud) for this call only, instead of the configured static weights and the adaptive
+    // rule (validated as they are); the configured gate still applies: a confident edge is gated, weights (1, 0).
     auto fuse(const F32Array& edge, const OptI32Array& ids, const OptF32Array& lps, const OptF32Array& dense,
-              const std::optional<Known>& known) {
+              const std::optional<Known>& known, const std::optional<std::tuple<float, float>>& weights) {
         const float* e = view<float>(edge, "edge_logits", "float32", cfg_.n_vocab);
+        fusion::Config cfg = cfg_;  // a few scalars: the override never touches the Fuser's own settings
+        if (weights) {
+            std::tie(cfg.w_edge, cfg.w_cloud) = *weights;
+            cfg.adaptive = false;
+            fusion::validate(cfg);
+        }
         fusion::Cloud cl;
         if (!ids.is_none() || !lps.is_none()) {
             if (ids.is_none() || lps.is_none())
@@ -94,7 +102,7 @@ public:
         {
             py::gil_scoped_release release;
             std::lock_guard<std::mutex> lock(mutex_);  // scratch is per Fuser
-            st = fusion::fuse(*k_, cfg_, e, cl, scratch_, known ? &ks : nullptr);
+            st = fusion::fuse(*k_, cfg, e, cl, scratch_, known ? &ks : nullptr);
         }
         return py::make_tuple(to_array(st.ids, st.n), to_array(st.logprobs, st.n), st.w_edge, st.w_cloud, st.gated,
                               st.normalized, st.edge_top1, st.cloud_top1, st.edge_entropy, st.cloud_entropy);
@@ -171,9 +179,10 @@ void bind_fusion(py::module_& m) {
              "A fusion step for n_vocab tokens with these settings (floe_edge.fusion.Fuser documents them).")
         .def("fuse", &PyFuser::fuse, py::arg("edge_logits"), py::arg("cloud_ids") = py::none(),
              py::arg("cloud_logprobs") = py::none(), py::arg("cloud_dense") = py::none(),
-             py::arg("edge_stats") = py::none(),
+             py::arg("edge_stats") = py::none(), py::arg("weights") = py::none(),
              "-> (ids, logprobs, w_edge, w_cloud, gated, normalized, edge_top1, cloud_top1, edge_entropy, "
-             "cloud_entropy)")
+             "cloud_entropy); weights: (w_edge, w_cloud) for this call instead of the static or adaptive ones "
+             "(the gate still applies)")
         .def("edge_stats", &PyFuser::edge_stats, py::arg("edge_logits"),
              "-> (top1, max_prob, entropy, needs_cloud, max_logit, lse)")
         .def_property_readonly("variant", &PyFuser::variant, "The kernel variant the fusion passes run on.");

@@ -5,7 +5,13 @@ Layout under the root (default `$FLOE_HOME/adapters`, else ~/.cache/floe/adapter
 
     <profile>/<app>/v<N>/adapter.gguf      the adapter, never modified once added
     <profile>/<app>/v<N>/manifest.json     sha256, size, base model, architecture, rank, alpha, created
+    <profile>/<app>/v<N>/gate.json         optional: the learned fusion gate trained with this version
+                                           (`put_gate` / `get_gate`; floe_edge.gate documents the format)
     <profile>/<app>/active.json            {"version": N, "history": [earlier active versions, oldest first]}
+
+The gate is trained on held-in records after its adapter, so unlike the adapter it may be added (or replaced,
+atomically) after the version was stored; it is small (a few hundred bytes) and not part of the manifest's checksum:
+a bad gate file is reported by `get_gate` and `verify`, never loaded silently.
 
 A version directory is built under a temporary name and renamed into place, so a version either exists whole or
 not at all. active.json is replaced atomically (temporary file + fsync + rename): a process killed during
@@ -30,16 +36,19 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List, Optional, Union  # List: `list` is a method name here
+from typing import TYPE_CHECKING, Any, List, Optional, Union  # List: `list` is a method name here
 
 from .. import paths
 from ..files import write_atomic
 from .lora_file import AdapterError, LoraAdapter
 
+if TYPE_CHECKING:
+    from ..gate import LearnedGate
+
 __all__ = ["AdapterStore", "AdapterVersion", "default_root"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-ADAPTER_FILE, MANIFEST_FILE, ACTIVE_FILE = "adapter.gguf", "manifest.json", "active.json"
+ADAPTER_FILE, MANIFEST_FILE, ACTIVE_FILE, GATE_FILE = "adapter.gguf", "manifest.json", "active.json", "gate.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")
 _HISTORY_KEPT = 32  # earlier active versions remembered for rollback
@@ -219,6 +228,26 @@ class AdapterStore:
         version = self.active_version(profile, app)
         return None if version is None else Path(self._checked(profile, app, version).path)
 
+    # -- learned fusion gates --
+
+    def put_gate(self, profile: str, app: str, version: int, gate: LearnedGate) -> Path:
+        """Store `gate` with a stored version (its gate.json, written atomically, replacing an earlier one)."""
+        self.info(profile, app, version)  # AdapterError when there is no such version
+        return gate.save(self._version_dir(profile, app, version) / GATE_FILE)
+
+    def get_gate(self, profile: str, app: str, version: Optional[int] = None) -> Optional[LearnedGate]:
+        """The gate stored with `version` (default: the active version), or None when it has none or no version is
+        active. A gate file that cannot be read is a GateError naming it."""
+        from ..gate import LearnedGate
+
+        if version is None:
+            version = self.active_version(profile, app)
+            if version is None:
+                return None
+        self.info(profile, app, version)
+        path = self._version_dir(profile, app, version) / GATE_FILE
+        return LearnedGate.load(path) if path.exists() else None
+
     # -- reading versions --
 
     def info(self, profile: str, app: str, version: int) -> AdapterVersion:
@@ -270,6 +299,7 @@ class AdapterStore:
                     LoraAdapter.read(self._checked(profile, app, version).path)
                 except AdapterError as e:
                     problems.append(f"{profile}/{app} v{version}: {e}")
+                problems += self._gate_problems(profile, app, version)
             try:
                 active = self.active_version(profile, app)
                 if active is not None and active not in self.versions(profile, app):
@@ -277,6 +307,15 @@ class AdapterStore:
             except AdapterError as e:
                 problems.append(f"{profile}/{app}: {e}")
         return problems
+
+    def _gate_problems(self, profile: str, app: str, version: int) -> List[str]:
+        from ..gate import GateError
+
+        try:
+            self.get_gate(profile, app, version)
+        except (GateError, AdapterError) as e:
+            return [f"{profile}/{app} v{version}: {e}"]
+        return []
 
     def leftovers(self) -> List[Path]:
         """What interrupted commands left: `.adding.*` directories that no live `add` holds, and active-pointer

@@ -6,9 +6,13 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Union
 
 from ._types import Subparsers
-from .profile import add_profile_option, apply_profile, unset
+from .profile import add_profile_option, apply_profile, given, unset
+
+if TYPE_CHECKING:
+    from ..gate import LearnedGate
 from .progress import resolve_model
 
 
@@ -28,11 +32,27 @@ def add_budget_option(parser: argparse.ArgumentParser) -> None:
                         help="run even when the edge needs more memory than the hardware profile's memory_mb")
 
 
+def resolve_fusion(args: argparse.Namespace, fusion_given: bool) -> Union[str, "LearnedGate"]:
+    """--fusion, with a learned gate loaded up front (before any model): --gate FILE (over a profile's preset), or
+    the preset gate[:<app>] ($FLOE_HOME/gates/<app>.json). A missing or bad gate file is a GateError (a ValueError)
+    naming the file. `fusion_given`: --fusion was on the command line."""
+    from ..gate import LearnedGate, is_gate_preset, load_preset
+
+    if args.gate:
+        if fusion_given and args.fusion != "gate":
+            raise ValueError(f"--gate FILE goes with --fusion gate (or no --fusion), not --fusion {args.fusion}")
+        return LearnedGate.load(args.gate)
+    return load_preset(args.fusion) if is_gate_preset(args.fusion) else str(args.fusion)
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ..sampling import Sampler
     from ..slm import NativeSLM
 
+    fusion_given = given(args, "fusion")
     apply_profile(args)
+    if args.cloud:
+        args.fusion = resolve_fusion(args, fusion_given)
     args.model = resolve_model(args.model)  # a path from here on
     enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads, override="use a smaller --ctx")
     if args.cloud:
@@ -113,7 +133,10 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--pace", type=float, default=None,
                      help="with --cloud: wait for the cloud only while the answer stays within PACE x the edge's own "
                           "time per token (e.g. 1.1)")
-    gen.add_argument("--fusion", default=unset("assistant"), help="fusion preset: assistant, code, commands, adaptive")
+    gen.add_argument("--fusion", default=unset("assistant"),
+                     help="fusion preset: assistant, code, commands, adaptive, or gate (a learned gate: "
+                          "$FLOE_HOME/gates/default.json; gate:APP for APP.json there)")
+    gen.add_argument("--gate", metavar="FILE", help="with --cloud: fuse with the learned gate in FILE (--fusion gate)")
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
     gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
                                        "CPU runs; `floe info` lists them)")

@@ -12,11 +12,11 @@ it, as it would reach any reader of the answer.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional
 
 from ..cloud.link import CloudBackend
 from ..edge import EdgeModel
-from ..fusion import FusedSampler, Fuser, FusionWeights
+from ..fusion import FusedSampler, Fuser, Weights
 from ..scheduler import DeadlineScheduler, Lead
 from .clock import Clock, IOLoop, LoopThread, RealClock
 from .config import Parts, Settings
@@ -31,12 +31,13 @@ class HybridGenerator:
 
     ``edge``: an `EdgeModel` (`NativeSLM`, or one wrapped in `ThrottledEdge`). ``cloud``: a `CloudBackend`
     (`FloeCloudBackend` for `floe cloud serve`, `OpenAICompletionsBackend` for an OpenAI-compatible server), or None
-    for edge-only. ``fusion``: a preset name, (w_e, w_c) or FusionWeights. ``pace``: bound the whole answer to this
+    for edge-only. ``fusion``: a preset name, (w_e, w_c), FusionWeights, or a learned gate (a `LearnedGate`, or
+    ``"gate"`` / ``"gate:<app>"`` for ``$FLOE_HOME/gates/<app>.json``). ``pace``: bound the whole answer to this
     factor of the edge's own time per token. ``clock`` / ``io``: the real ones by default (tests pass virtual
     ones). The generator owns the IO thread: use it as a context manager or call close()."""
 
     def __init__(self, edge: EdgeModel, cloud: Optional[CloudBackend] = None, *,
-                 fusion: Union[str, tuple[float, float], FusionWeights] = "assistant",
+                 fusion: Weights = "assistant",
                  sampler: Optional[FusedSampler] = None, deadline_ms: float = 200.0, k: int = 8, chunk: int = 8,
                  lookahead: int = 16, lead: Optional[Lead] = None, pace: Optional[float] = None,
                  trace: bool = False, clock: Optional[Clock] = None, io: Optional[IOLoop] = None) -> None:
@@ -86,6 +87,7 @@ class HybridGenerator:
     def generate(self, prompt: str, n: int = 32, private_context: str = "") -> Iterator[HybridToken]:
         """Stream n tokens (fewer at end of generation) after prompt. Stats land in last_stats."""
         self.last_stats = HybridStats()
+        self.parts.fuser.reset()
         return Run(self.parts, prompt, n, private_context, self.last_stats).tokens()
 
     def generate_cloud_only(self, prompt: str, n: int = 32, chunk: int = 16) -> Iterator[HybridToken]:

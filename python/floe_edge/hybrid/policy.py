@@ -5,8 +5,9 @@ Per token (the head), in order:
 1. A request is due (none in flight, some position ahead needs the cloud): ``Send`` it.
 2. Cloud evidence for the head arrived: fuse and sample -> ``Emit`` ``fused`` (``cloud-draft`` when the token is the
    cloud's own draft token, cloud-led).
-3. The edge is confident (its top probability reaches the fusion preset's gate), and no cloud draft covering the
-   head is due sooner than the edge could decode it: ``Emit`` the edge's token -> ``edge`` (gated upload).
+3. The edge is confident (its top probability reaches the fusion preset's gate, or a learned gate's skip threshold),
+   and no cloud draft covering the head is due sooner than the edge could decode it: ``Emit`` the edge's token ->
+   ``edge`` (gated upload).
 4. A request covering the head is in flight and expected (p95) before the head's deadline: ``Draft`` ahead with the
    edge while a whole edge token fits before the answer, else ``Wait`` for the answer until the deadline.
 5. Otherwise (cloud late, down or absent, no session yet, or the deadline is here): ``Emit`` the edge's token ->
@@ -149,7 +150,8 @@ class Run:
         ev = st.evidence.get(st.head)
         if ev is not None:
             evidence, cloud_tok = ev
-            fused = p.fuser.fuse(st.logits[0], evidence.ids, evidence.logprobs, edge_stats=st.edge_stats(0))
+            fused = p.fuser.fuse(st.logits[0], evidence.ids, evidence.logprobs, edge_stats=st.edge_stats(0),
+                                 position=st.head)
             tok = p.sampler.sample(fused, st.committed)
             return Emit(tok.token, Source.CLOUD_DRAFT if cloud_tok == tok.token else Source.FUSED, tok.logprob)
         if cloud is None:
@@ -180,7 +182,8 @@ class Run:
         return arrival <= deadline - margin and arrival - now < 2 * (sch.edge_token_ms.ewma or 0.0) / 1e3
 
     def _edge_token(self, source: Source) -> Emit:
-        fused = self.parts.fuser.fuse(self.state.logits[0], edge_stats=self.state.edge_stats(0))
+        fused = self.parts.fuser.fuse(self.state.logits[0], edge_stats=self.state.edge_stats(0),
+                                      position=self.state.head)
         tok = self.parts.sampler.sample(fused, self.state.committed)
         return Emit(tok.token, source, tok.logprob)
 
