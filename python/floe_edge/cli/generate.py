@@ -35,6 +35,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     apply_profile(args)
     args.model = resolve_model(args.model)  # a path from here on
     enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads, override="use a smaller --ctx")
+    if args.knowledge is not None and (not args.cloud or args.openai or not 0 < len(args.knowledge) <= 128):
+        print("floe: --knowledge names an entry (1..128 characters) of a `floe cloud serve --knowledge` cloud: it "
+              "needs --cloud (not --openai)", file=sys.stderr)
+        return 2
     if args.cloud:
         return _cmd_generate_hybrid(args)
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -75,7 +79,8 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
         with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
                              pace=args.pace) as gen:
             tokens = []
-            for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or ""):
+            for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or "",
+                                    knowledge=args.knowledge):
                 tokens.append(tok)
                 if not args.json:
                     print(tok.text, end="", flush=True)
@@ -115,6 +120,9 @@ def register(sub: Subparsers) -> None:
                           "time per token (e.g. 1.1)")
     gen.add_argument("--fusion", default=unset("assistant"), help="fusion preset: assistant, code, commands, adaptive")
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
+    gen.add_argument("--knowledge", metavar="ID",
+                     help="with --cloud: the id of the cloud's knowledge entry to read (default: the cloud retrieves "
+                          "one from the prompt, if it has a knowledge base)")
     gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
                                        "CPU runs; `floe info` lists them)")
     add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion",

@@ -301,7 +301,7 @@ def session_prefix(backend: Any, kb: Optional[KnowledgeBase], choice: Choice, id
     if kb is None or choice is None:
         return None
     bos = backend.tokenize(b"", True)  # [BOS] if the model wants one, else []
-    if choice is RETRIEVE:
+    if isinstance(choice, _Retrieve):
         found = kb.retrieve(_prompt_text(backend, bos, ids, text))
         if found is None:
             return None

@@ -13,7 +13,7 @@ it, as it would reach any reader of the answer. ``knowledge`` names the cloud's 
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from ..cloud.link import CloudBackend
 from ..edge import EdgeModel
@@ -108,7 +108,8 @@ class HybridGenerator:
         t0 = last = clock.now()
         ids = edge.tokenize(prompt)
         stats.prompt_tokens = len(ids)
-        io.run(cloud.open(ids, prompt.encode(), **({} if knowledge is None else {"knowledge": knowledge})))
+        extra: dict[str, Any] = {} if knowledge is None else {"knowledge": knowledge}  # as CloudPipeline.open
+        io.run(cloud.open(ids, prompt.encode(), **extra))
         accepted: list[int] = []
         try:
             while stats.tokens < n:

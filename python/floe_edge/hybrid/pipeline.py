@@ -87,7 +87,7 @@ class CloudPipeline:
     def open(self, now: float) -> None:
         """Open the cloud session with the shared prompt (the edge reads the private context meanwhile)."""
         # the keyword only when there is one: a backend without knowledge support keeps working
-        extra = {} if self.knowledge is None else {"knowledge": self.knowledge}
+        extra: dict[str, Any] = {} if self.knowledge is None else {"knowledge": self.knowledge}
         self.opening = self.io.submit(self.cloud.open(list(self.shared_ids), self.prompt_bytes, **extra))
         self.parts.scheduler.request_sent(now)
 
