@@ -229,3 +229,34 @@ def test_hybrid_generator_passes_the_id(smollm2_path: Path, tmp_path: Path) -> N
         openai = OpenAICompletionsBackend(server.url, edge.tokenizer)
         with HybridGenerator(edge, openai) as gen, pytest.raises(ValueError, match="OpenAICompletionsBackend"):
             gen.generate_cloud_only(prompt, 2, knowledge=entry)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line
+
+def test_cli_knowledge(smollm2_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`floe cloud serve --knowledge FILE` (a bad file fails at once, naming its line) and `floe generate
+    --knowledge ID` (only with a floe cloud)."""
+    import json
+
+    from floe_edge.cli import main
+    from floe_edge.cloud.local import LocalCloud
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "fine"}\n{"id": "a", "text": "again"}\n')
+    assert main(["cloud", "serve", "--model", "no-such-model", "--knowledge", str(bad)]) == 2
+    assert f"{bad}:2: duplicate id 'a'" in capsys.readouterr().err
+    for extra in ([], ["--cloud", "http://127.0.0.1:9", "--openai"]):
+        assert main(["generate", "--prompt", "x", "--knowledge", "a", *extra]) == 2
+        assert "--knowledge" in capsys.readouterr().err
+    kb_file = tmp_path / "kb.jsonl"
+    kb_file.write_text(json.dumps({"id": "floe", "text": REAL.text}) + "\n")
+    with LocalCloud(smollm2_path, n_ctx=512, extra_args=["--knowledge", str(kb_file)]) as cloud:
+        assert cloud.info["knowledge_entries"] == 1
+        monkeypatch.setenv("FLOE_API_KEY", cloud.api_key)
+        assert main(["generate", "--model", str(smollm2_path), "--cloud", cloud.url, "--knowledge", "floe",
+                     "--prompt", REAL_PROMPT.decode(), "-n", "4", "--ctx", "512", "--deadline-ms", "3000",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["tokens"] == 4 and out["cloud_errors"] == 0, out
