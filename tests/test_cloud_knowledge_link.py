@@ -98,6 +98,45 @@ def test_link_names_the_entry_and_a_reopened_session_too(server: Any, tmp_path: 
     assert no_runs_of(ENTRIES[0].text, received) and len(received) >= 5
 
 
+def test_a_lost_answer_is_resent_and_applied_once(server: Any, tmp_path: Path) -> None:
+    """The server applies an append, its answer is lost: the link resends it with its base (its own count, not the
+    entry's), the server skips what it has, and the next step's n_past agrees with the link's."""
+    from floe_edge.cloud.errors import CloudConnectionError
+
+    edge = ByteModel()
+    link = FloeCloudBackend(server.url, edge, api_key=KEY, cache_dir=tmp_path)
+    once = link.transport._once
+    lose: list[int] = []
+    steps: list[Any] = []
+
+    async def lossy(method: str, path: str, body: Any, *a: Any, **kw: Any) -> Any:
+        reply = await once(method, path, body, *a, **kw)
+        if path.endswith("/step"):
+            steps.append((body.get("append"), body.get("base"), reply.status))
+        if path.endswith("/step") and lose:
+            lose.pop()
+            raise CloudConnectionError("lost after the server applied it", maybe_delivered=True)
+        return reply
+
+    link.transport._once = lossy
+    accepted = list(b"Q, river")
+
+    async def go() -> None:
+        async with link:
+            await link.open(edge.tokenize(QUESTION), QUESTION, knowledge="aland")
+            await link.step([], b"", k=1, deadline=soon())
+            lose.append(1)
+            first = await link.step(accepted, bytes(accepted), k=1, deadline=soon())
+            assert not lose and link.stats.reopened == 0 and first.evidence[0] is not None
+            await link.step(list(b" is"), b" is", k=1, deadline=soon())  # n_past checked by the link
+            assert link._session is not None and link._session.n_past == 1 + len(QUESTION) + len(accepted) + 3
+
+    asyncio.run(go())
+    n = 1 + len(QUESTION)
+    assert steps == [(None, None, 200), (accepted, n, 200), (accepted, n, 200), (list(b" is"), n + len(accepted), 200)]
+    assert server.model.seen[-1] == [BOS, *PREFIX, *QUESTION, *accepted, *b" is"]
+
+
 def test_a_retrieved_entry_stays_the_sessions_entry(server: Any, tmp_path: Path) -> None:
     """No id named: the server retrieves from the prompt and names the entry; a reopened session, whose prompt now
     holds the answer so far (here about another entry), asks for that same entry."""
