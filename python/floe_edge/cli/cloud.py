@@ -15,6 +15,7 @@ from .progress import resolve_model
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..cloud.backend import LlamaBackend
+    from ..cloud.knowledge import KnowledgeBase, KnowledgeError
     from ..cloud.server import Limits, serve
 
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -26,6 +27,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         idle_expiry_s=args.idle_expiry_s, max_body_bytes=args.max_body_bytes)
     except ValueError as e:
         print(f"floe: {e}", file=sys.stderr)
+        return 2
+    try:  # before the model: a bad file fails in a moment, naming its line
+        knowledge = KnowledgeBase.load(args.knowledge) if args.knowledge else None
+    except KnowledgeError as e:
+        print(f"floe: --knowledge: {e}", file=sys.stderr)
         return 2
     try:
         path = resolve_model(args.model)
@@ -41,12 +47,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         info = {"url": url, "model": backend.name, "n_vocab": backend.n_vocab, "n_ctx": backend.n_ctx,
-                "auth": bool(keys)}
+                "auth": bool(keys), "knowledge_entries": len(knowledge) if knowledge is not None else 0}
         print(json.dumps(info) if args.json else f"floe cloud: serving {backend.name} on {url}", flush=True)
 
     try:
         serve(backend, host=args.host, port=args.port, api_key=keys, limits=limits, tls_cert=args.tls_cert,
-              tls_key=args.tls_key, on_ready=ready)
+              tls_key=args.tls_key, on_ready=ready, knowledge=knowledge)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a clean shutdown
         pass
     except OSError as e:
@@ -76,6 +82,11 @@ def register_serve(cloud_subparsers: Subparsers) -> None:
     p.add_argument("--max-sessions-per-key", type=int, default=8)
     p.add_argument("--idle-expiry-s", type=float, default=300.0)
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
+    p.add_argument("--knowledge", metavar="FILE",
+                   help="a knowledge base the model reads in front of a session's prompt (devices never receive "
+                        "it): JSONL of {\"id\", \"text\"} lines, or personal data (a folder or file of section 9 "
+                        "records: each distinct cloud_context, named by knowledge_id); a session names its entry "
+                        "or one is retrieved from its prompt")
     p.add_argument("--json", action="store_true", help="print the address as one JSON line when ready")
     p.set_defaults(func=_cmd_serve)
 

@@ -55,6 +55,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.fusion = resolve_fusion(args, fusion_given)
     args.model = resolve_model(args.model)  # a path from here on
     enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads, override="use a smaller --ctx")
+    if args.knowledge is not None and (not args.cloud or args.openai or not 0 < len(args.knowledge) <= 128):
+        print("floe: --knowledge names an entry (1..128 characters) of a `floe cloud serve --knowledge` cloud: it "
+              "needs --cloud (not --openai)", file=sys.stderr)
+        return 2
     if args.cloud:
         return _cmd_generate_hybrid(args)
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -95,7 +99,8 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
         with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
                              pace=args.pace) as gen:
             tokens = []
-            for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or ""):
+            for tok in gen.generate(args.prompt, n=args.n, private_context=args.private_context or "",
+                                    knowledge=args.knowledge):
                 tokens.append(tok)
                 if not args.json:
                     print(tok.text, end="", flush=True)
@@ -138,6 +143,9 @@ def register(sub: Subparsers) -> None:
                           "$FLOE_HOME/gates/default.json; gate:APP for APP.json there)")
     gen.add_argument("--gate", metavar="FILE", help="with --cloud: fuse with the learned gate in FILE (--fusion gate)")
     gen.add_argument("--private-context", help="text only the edge model sees (with --cloud)")
+    gen.add_argument("--knowledge", metavar="ID",
+                     help="with --cloud: the id of the cloud's knowledge entry to read (default: the cloud retrieves "
+                          "one from the prompt, if it has a knowledge base)")
     gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
                                        "CPU runs; `floe info` lists them)")
     add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion",

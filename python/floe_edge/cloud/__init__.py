@@ -1,6 +1,7 @@
 """The cloud side of Floe: the token-id wire protocol (`protocol`, `step_request`), `floe cloud serve` (`server`,
 never imported here: it needs the [cloud] extra), and the device's cloud link, whose public names are exported here:
-the interface (`CloudBackend`, `CloudStep`, `Evidence`, `LinkStats`), its two backends and its errors.
+the interface (`CloudBackend`, `CloudStep`, `Evidence`, `LinkStats`), its two backends and its errors; and the
+cloud's knowledge base (`KnowledgeBase`, `knowledge_id`: the id of an entry made from a record's cloud_context).
 
 They are imported on first use: a module that needs only `protocol` (the hybrid generator, the server) does not pay
 for the HTTP client."""
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .client import FloeCloudBackend
     from .errors import (CloudConnectionError, CloudError, CloudHTTPError, CloudProtocolError, CloudTimeout,
                          CloudUnavailable, SessionExpired)
+    from .knowledge import KnowledgeBase, KnowledgeError, knowledge_id
     from .link import CloudBackend, CloudStep, Evidence, LinkStats
     from .openai_backend import OpenAICompletionsBackend
 
@@ -34,14 +36,18 @@ __all__ = [
     "CloudUnavailable",
     "Evidence",
     "FloeCloudBackend",
+    "KnowledgeBase",
+    "KnowledgeError",
     "LinkStats",
     "OpenAICompletionsBackend",
     "SessionExpired",
+    "knowledge_id",
 ]
 _MODULES = {
     "link": ("CloudBackend", "CloudStep", "Evidence", "LinkStats"),
     "client": ("FloeCloudBackend",),
     "openai_backend": ("OpenAICompletionsBackend",),
+    "knowledge": ("KnowledgeBase", "KnowledgeError", "knowledge_id"),
     "errors": ("CloudConnectionError", "CloudError", "CloudHTTPError", "CloudProtocolError", "CloudTimeout",
                "CloudUnavailable", "SessionExpired"),
 }

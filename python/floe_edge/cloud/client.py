@@ -15,6 +15,11 @@ of each server URL remembered so later runs skip the download; the session's fin
 `VocabMap.between(cloud vocabulary, edge tokenizer)`, opens a text session and sends accepted text as bytes. Either
 way a cloud draft stops before its first end-of-generation or control token: the distribution that predicted it is
 kept, so the end token can still be fused. Positions of the two vocabularies are aligned by the rule in `align`.
+
+Knowledge (`floe cloud serve --knowledge`): `open(..., knowledge=id)` names the entry the cloud reads in front of the
+prompt; without one the server retrieves one from the prompt. The device sends the id, never receives the entry's
+text; the session reply names the entry used (`knowledge_used`), and a reopened session asks for that same entry
+(null: none), so a generation keeps one entry even though the reopened prompt holds more text.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from . import protocol
 from .align import align_positions, byte_offsets, edge_piece, retokenize, spelled_offsets
 from .breaker import CircuitBreaker
 from .errors import CloudConnectionError, CloudError, CloudHTTPError, CloudProtocolError, CloudTimeout, SessionExpired
+from .knowledge import MAX_ID_CHARS, check_knowledge_id
 from .link import CloudLink, CloudStep, Evidence
 from .step_request import StepRequest
 from .transport import Reply, Transport
@@ -79,6 +85,10 @@ class _Session:
     fingerprint: str
     last_used: float = field(default_factory=time.monotonic)
     n_bytes: int = 0  # committed bytes (text sessions): the base of the next append
+    knowledge: Any = None  # the entry the server says the session reads (an id, None), or _UNSAID
+
+
+_UNSAID: Any = object()  # a server that says nothing about knowledge (older, or no such field sent)
 
 
 def _parse_session(reply: Reply) -> _Session:
@@ -93,8 +103,11 @@ def _parse_session(reply: Reply) -> _Session:
             raise ValueError(f"bad {name}: {v!r}")
         return kind(v)
 
+    used = j.get("knowledge", _UNSAID)
+    if used is not _UNSAID and used is not None and (not isinstance(used, str) or not 0 < len(used) <= MAX_ID_CHARS):
+        raise ValueError("bad knowledge id")
     return _Session(sid, num("n_past", 0), num("n_vocab", 1), min(num("max_k", 1), 255),
-                    num("idle_expiry_s", 0.0, float), str(j.get("fingerprint", "")))
+                    num("idle_expiry_s", 0.0, float), str(j.get("fingerprint", "")), knowledge=used)
 
 
 class FloeCloudBackend(CloudLink):
@@ -103,6 +116,7 @@ class FloeCloudBackend(CloudLink):
     True skips that (id sessions); False forces the text path. See the module docstring."""
 
     can_score = True
+    accepts_knowledge = True
 
     def __init__(self, base_url: str, edge_tokenizer: TokenVocab, *, api_key: Optional[str] = None,
                  verify: Union[bool, str, ssl.SSLContext] = True, same_vocab: Optional[bool] = None,
@@ -127,13 +141,19 @@ class FloeCloudBackend(CloudLink):
         self._opening: Optional[asyncio.Task[None]] = None
         self._vocab_setup: Optional[asyncio.Task[str]] = None  # outlives open(): only close() cancels it
         self._stale: list[str] = []                # sessions to delete (abandoned after a failure)
+        self._knowledge: Any = _UNSAID             # what a new session asks for: an id, None (no entry), or nothing
+        self.knowledge_used: Optional[str] = None  # the entry the cloud said it reads (an id; None: none, unknown)
 
     # -- the interface ---------------------------------------------------------------------------------------------
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None) -> None:
+                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> None:
         """Start a generation with the shared prompt. Waits for the cloud session until `deadline` (default: the
-        open timeout), then raises CloudTimeout; the session keeps opening in the background either way."""
+        open timeout), then raises CloudTimeout; the session keeps opening in the background either way.
+        `knowledge`: the id of the cloud's knowledge entry to read (None: the server retrieves one)."""
+        check_knowledge_id(knowledge)
         await self._end_session(delete=False)  # the new session's opening deletes the old one
+        self._knowledge = _UNSAID if knowledge is None else knowledge
+        self.knowledge_used = None
         self._history_ids, self._history_bytes = [int(t) for t in prompt_ids_edge], bytearray(prompt_bytes)
         self._pending_ids, self._pending_bytes = [], bytearray()
         await self._ready(deadline if deadline is not None else time.monotonic() + self.open_timeout_s)
@@ -248,7 +268,9 @@ class FloeCloudBackend(CloudLink):
         deadline = time.monotonic() + self.open_timeout_s
         await self._delete_stale(min(deadline, time.monotonic() + self.close_timeout_s))
         mode = await self._resolve_mode(deadline)
-        body = {"prompt": ids} if mode == "ids" else {"prompt_b64": base64.b64encode(data).decode()}
+        body: dict[str, Any] = {"prompt": ids} if mode == "ids" else {"prompt_b64": base64.b64encode(data).decode()}
+        if self._knowledge is not _UNSAID:
+            body["knowledge"] = self._knowledge
         s = await self.transport.call("POST", "/v1/floe/sessions", json=body, deadline=deadline,
                                       parse=_parse_session)
         v = self.cloud_vocab
@@ -264,6 +286,11 @@ class FloeCloudBackend(CloudLink):
             self._stale.append(s.sid)
             raise CloudProtocolError(f"same_vocab, but the cloud has {s.n_vocab} tokens and the edge "
                                      f"{self.edge.n_vocab}")
+        if isinstance(self._knowledge, str) and s.knowledge != self._knowledge:
+            self._stale.append(s.sid)
+            raise CloudProtocolError("the cloud session does not read the knowledge entry asked for")
+        if s.knowledge is not _UNSAID:  # a reopened session reads the same entry (or none), not a new retrieval
+            self._knowledge = self.knowledge_used = s.knowledge
         s.n_bytes = len(data)
         self._session = s
 

@@ -5,7 +5,7 @@ completions server).
 
 API::
 
-    await link.open(prompt_ids_edge, prompt_bytes, deadline=None)          # start a generation (the shared prompt)
+    await link.open(prompt_ids_edge, prompt_bytes, deadline=None, knowledge=None)  # start (the shared prompt)
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, n_draft=8, deadline=t)       # cloud-led
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, score_edge_ids=d,
                            score_bytes=b, want=[2, 3], deadline=t)                               # edge-led
@@ -22,7 +22,8 @@ known before it tokenizes). Errors are `CloudError` subclasses (`errors`), never
 `CloudTimeout` (the deadline passed; the request was abandoned), `CloudUnavailable` (circuit breaker open: refused
 without a round trip), `CloudConnectionError`, `CloudHTTPError` (an error status), `CloudProtocolError` (a malformed
 or lying answer). Bad arguments are ValueError. `link.available` says whether a step would be let through now;
-`link.can_score` whether it can score an edge draft (edge-led steps). Bytes are counted per step
+`link.can_score` whether it can score an edge draft (edge-led steps), `link.accepts_knowledge` whether open() takes
+the id of a cloud knowledge entry (`floe cloud serve --knowledge`). Bytes are counted per step
 (`CloudStep.bytes_*`) and cumulatively (`link.stats`).
 """
 
@@ -69,13 +70,14 @@ class CloudBackend(Protocol):
     """What the scheduler / HybridGenerator calls. See the module docstring."""
 
     can_score: bool  # supports edge-led scoring (score_edge_ids)
+    accepts_knowledge: bool  # open() takes a knowledge entry id
 
     @property
     def available(self) -> bool: ...
     @property
     def stats(self) -> LinkStats: ...
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None) -> None: ...
+                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> None: ...
     async def step(self, accepted_edge_ids: Sequence[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
                    score_edge_ids: Sequence[int] = (), score_bytes: bytes = b"",
                    want: Optional[Sequence[int]] = None, deadline: float) -> CloudStep: ...
@@ -102,6 +104,7 @@ class CloudLink:
     Subclasses set `can_score` and add open() and step() (see `CloudBackend`)."""
 
     can_score: bool
+    accepts_knowledge: bool = False
 
     def __init__(self, base_url: str, *, api_key: Optional[str] = None,
                  verify: Union[bool, str, ssl.SSLContext] = True, breaker: Optional[CircuitBreaker] = None,

@@ -122,8 +122,11 @@ class OpenAICompletionsBackend(CloudLink):
         self._history = bytearray()
 
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None) -> None:
-        """Start a generation (no round trip: the API is stateless)."""
+                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> None:
+        """Start a generation (no round trip: the API is stateless). `knowledge` must be None."""
+        if knowledge is not None:
+            raise ValueError("an OpenAI-compatible completions server has no knowledge base: a knowledge id "
+                             "needs `floe cloud serve --knowledge`")
         self._history = bytearray(prompt_bytes)
 
     async def close(self) -> None:

@@ -7,7 +7,8 @@
 Model calls run on one worker thread (`worker`); the event loop only parses, checks (`step_request`, `completions`)
 and frames, so /health answers during a long step. Sessions (`sessions`) are bounded per API key (`guard` checks the
 key) and expire when idle. Request bodies are capped before they are read (`guard`); cloud log-probs and prompts are
-never logged (no access log).
+never logged (no access log). With a knowledge base (`knowledge`), a session's entry is put in front of its prompt on
+the server only: the client's accounting (n_past, `base`, byte offsets) is that of its own tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .api_error import ApiError
 from .backend import Backend, LlamaBackend
 from .completions import CompletionRequest, completion_response
 from .guard import ANONYMOUS, RequestGuard
+from .knowledge import Choice, KnowledgeBase, Prefix, knowledge_choice, session_prefix
 from .sessions import Session, Sessions
 from .step_request import RequestError, StepLimits, StepRequest, check_fields, check_ids, decode_b64
 from .worker import Worker
@@ -69,13 +71,22 @@ def _check_ctx(backend: Backend, n: int, extra: int = 0) -> None:
                            f"{backend.n_ctx} tokens", "context_full")
 
 
-def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes]) -> list[int]:
-    """On the worker: a new session's tokens, evaluated so that its first step pays only for its own tokens."""
+def _model_tokens(backend: Backend, prefix: Optional[Prefix], tokens: list[int], text: Optional[bytes]) -> list[int]:
+    """What the model reads for a session holding `tokens` / `text`: with its knowledge entry in front, if any."""
+    return tokens if prefix is None else prefix.model_tokens(backend, tokens, text)
+
+
+def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes], kb: Optional[KnowledgeBase],
+             choice: Choice) -> tuple[list[int], Optional[Prefix]]:
+    """On the worker: a new session's tokens and knowledge entry, evaluated so that its first step pays only for
+    its own tokens."""
     tokens = backend.tokenize(text, True) if text is not None else ids or []
-    _check_ctx(backend, len(tokens))
-    if tokens:
-        backend.topk(tokens, 1)
-    return tokens
+    prefix = session_prefix(backend, kb, choice, ids, text)
+    model = _model_tokens(backend, prefix, tokens, text)
+    _check_ctx(backend, len(model))
+    if model:
+        backend.topk(model, 1)
+    return tokens, prefix
 
 
 def _run_step(backend: Backend, s: Session, req: StepRequest,
@@ -97,9 +108,10 @@ def _run_step(backend: Backend, s: Session, req: StepRequest,
     if not tokens:
         raise RequestError("the session has no tokens yet: append some", "empty_session")
     req.check_scored(len(scored), limits)
-    _check_ctx(backend, len(tokens), max(req.n_draft, len(scored)))
+    model = _model_tokens(backend, s.prefix, tokens, text)  # the session's tokens stay the client's own
+    _check_ctx(backend, len(model), max(req.n_draft, len(scored)))
     extra = {} if req.want is None else {"want": req.want}
-    return tokens, text, backend.topk(tokens, req.k, req.n_draft, scored, **extra)
+    return tokens, text, backend.topk(model, req.k, req.n_draft, scored, **extra)
 
 
 def _no_constants(name: str) -> Any:
@@ -119,9 +131,10 @@ async def _json(request: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 # The app
 
-def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None,
-               limits: Limits = Limits()) -> "FastAPI":
-    """The FastAPI app serving `backend` (a LlamaBackend or any object with the `Backend` methods)."""
+def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None, limits: Limits = Limits(),
+               knowledge: Optional[KnowledgeBase] = None) -> "FastAPI":
+    """The FastAPI app serving `backend` (a LlamaBackend or any object with the `Backend` methods), with an
+    optional knowledge base its sessions read (named by id, or retrieved from the prompt)."""
     if FastAPI is None:
         raise ImportError("the cloud server needs fastapi and uvicorn: pip install 'floe-edge[cloud]'")
     keys = [api_key] if isinstance(api_key, str) else list(api_key or [])
@@ -177,19 +190,21 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
     @app.post("/v1/floe/sessions")
     async def create_session(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        check_fields(body, ("prompt", "prompt_b64"))
+        check_fields(body, ("prompt", "prompt_b64", "knowledge"))
         if ("prompt" in body) == ("prompt_b64" in body):
             raise RequestError("give exactly one of prompt (ids) or prompt_b64 (text)")
+        choice = knowledge_choice(body, knowledge)
         who = owner(request)
         sessions.check_room(who)  # before spending model time
         text = decode_b64(body["prompt_b64"], "prompt_b64") if "prompt_b64" in body else None
         ids = None if text is not None else list(check_ids(body["prompt"], "prompt", backend.n_vocab, backend.n_ctx))
 
-        tokens = await worker.run(_prefill, backend, ids, text)
+        tokens, prefix = await worker.run(_prefill, backend, ids, text, knowledge, choice)
         _, fp = await vocab_frame()
-        sid = sessions.add(Session(who, tokens, text, sessions.clock()))
+        sid = sessions.add(Session(who, tokens, text, sessions.clock(), prefix))
         return {"session": sid, "n_past": len(tokens), "n_vocab": backend.n_vocab, "model": backend.name,
-                "max_k": limits.max_k, "idle_expiry_s": limits.idle_expiry_s, "fingerprint": fp}
+                "max_k": limits.max_k, "idle_expiry_s": limits.idle_expiry_s, "fingerprint": fp,
+                "knowledge": prefix.entry_id if prefix is not None else None}  # its id only, never its text
 
     @app.post("/v1/floe/sessions/{sid}/step")
     async def step(sid: str, request: Request) -> Response:
@@ -268,8 +283,9 @@ class CloudServer:
 
     def __init__(self, model: Union[str, os.PathLike, Backend], *, host: str = "127.0.0.1", port: int = 0,
                  api_key: Union[str, Sequence[str], None] = None, limits: Limits = Limits(), threads: int = 1,
-                 n_ctx: int = 2048, tls_cert: Optional[str] = None, tls_key: Optional[str] = None) -> None:
-        self._model, self.host, self._port = model, host, port
+                 n_ctx: int = 2048, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 knowledge: Optional[KnowledgeBase] = None) -> None:
+        self._model, self.host, self._port, self.knowledge = model, host, port, knowledge
         self.api_key, self.limits, self.threads, self.n_ctx = api_key, limits, threads, n_ctx
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.backend: Any = None
@@ -289,7 +305,7 @@ class CloudServer:
         else:
             self.backend = self._model
         try:
-            app = create_app(self.backend, self.api_key, self.limits)
+            app = create_app(self.backend, self.api_key, self.limits, self.knowledge)
             self._server = _uvicorn(app, self.tls_cert, self.tls_key, log_config=None)
             sock = _listen(self.host, self._port)
             self.port = sock.getsockname()[1]
@@ -325,11 +341,12 @@ class CloudServer:
 
 def serve(backend: Backend, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           api_key: Union[str, Sequence[str], None] = None, limits: Limits = Limits(), tls_cert: Optional[str] = None,
-          tls_key: Optional[str] = None, on_ready: Optional[Callable[[str], None]] = None) -> None:
+          tls_key: Optional[str] = None, on_ready: Optional[Callable[[str], None]] = None,
+          knowledge: Optional[KnowledgeBase] = None) -> None:
     """Serve in the foreground until interrupted (Ctrl-C / SIGTERM)."""
     import uvicorn.config
 
-    server = _uvicorn(create_app(backend, api_key, limits), tls_cert, tls_key, uvicorn.config.LOGGING_CONFIG)
+    server = _uvicorn(create_app(backend, api_key, limits, knowledge), tls_cert, tls_key, uvicorn.config.LOGGING_CONFIG)
     sock = _listen(host, port)
     if on_ready is not None:
         on_ready(_url(host, sock.getsockname()[1], tls_cert is not None))

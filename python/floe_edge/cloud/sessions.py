@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .api_error import ApiError
+from .knowledge import Prefix
 
 __all__ = ["Session", "Sessions"]
 
@@ -20,6 +21,7 @@ class Session:
     tokens: list[int]                # committed cloud ids
     text: Optional[bytes]            # text sessions: the committed bytes (tokens = their tokenization)
     last_used: float
+    prefix: Optional[Prefix] = None  # the knowledge entry the model reads in front (never counted in `tokens`)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one step at a time per session
 
 

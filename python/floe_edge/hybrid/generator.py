@@ -7,12 +7,13 @@ the requests in `pipeline`, the speculative state in `state`.
 Privacy: ``private_context`` is prepended for the edge model only; the cloud session is opened with the shared
 prompt alone, and what goes up afterwards is only the answer: emitted tokens and the edge's draft (or their bytes,
 cross-vocabulary). The answer is the shared part of the conversation: a secret the edge writes into it goes up with
-it, as it would reach any reader of the answer.
+it, as it would reach any reader of the answer. ``knowledge`` names the cloud's own context (an entry of
+`floe cloud serve --knowledge`): the device sends its id and never receives its text.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from ..cloud.link import CloudBackend
 from ..edge import EdgeModel
@@ -20,7 +21,7 @@ from ..fusion import FusedSampler, Fuser, Weights
 from ..scheduler import DeadlineScheduler, Lead
 from .clock import Clock, IOLoop, LoopThread, RealClock
 from .config import Parts, Settings
-from .policy import Run
+from .policy import Run, check_knowledge
 from .types import HybridStats, HybridToken, Source
 
 __all__ = ["HybridGenerator"]
@@ -84,24 +85,33 @@ class HybridGenerator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def generate(self, prompt: str, n: int = 32, private_context: str = "") -> Iterator[HybridToken]:
-        """Stream n tokens (fewer at end of generation) after prompt. Stats land in last_stats."""
+    def generate(self, prompt: str, n: int = 32, private_context: str = "",
+                 knowledge: Optional[str] = None) -> Iterator[HybridToken]:
+        """Stream n tokens (fewer at end of generation) after prompt. Stats land in last_stats. `knowledge`: the
+        id of the cloud's knowledge entry (None: the cloud may retrieve one from the prompt)."""
         self.last_stats = HybridStats()
         self.parts.fuser.reset()
-        return Run(self.parts, prompt, n, private_context, self.last_stats).tokens()
+        return Run(self.parts, prompt, n, private_context, self.last_stats, knowledge).tokens()
 
-    def generate_cloud_only(self, prompt: str, n: int = 32, chunk: int = 16) -> Iterator[HybridToken]:
+    def generate_cloud_only(self, prompt: str, n: int = 32, chunk: int = 16,
+                            knowledge: Optional[str] = None) -> Iterator[HybridToken]:
         """The cloud-only baseline: the cloud's greedy text, `chunk` tokens per round trip, no edge model in the
         loop (tokens are shown in edge ids). No deadline fallback: late_ms says how late each token was."""
-        cloud, io, clock, edge = self.parts.cloud, self.parts.io, self.parts.clock, self.parts.edge
-        if cloud is None or io is None:
+        if self.parts.cloud is None or self.parts.io is None:
             raise ValueError("cloud-only generation needs a cloud")
+        check_knowledge(self.parts, knowledge)
+        return self._cloud_only(prompt, n, chunk, knowledge)
+
+    def _cloud_only(self, prompt: str, n: int, chunk: int, knowledge: Optional[str]) -> Iterator[HybridToken]:
+        cloud, io, clock, edge = self.parts.cloud, self.parts.io, self.parts.clock, self.parts.edge
+        assert cloud is not None and io is not None
         stats = self.last_stats = HybridStats()
         stream = edge.text_stream()
         t0 = last = clock.now()
         ids = edge.tokenize(prompt)
         stats.prompt_tokens = len(ids)
-        io.run(cloud.open(ids, prompt.encode()))
+        extra: dict[str, Any] = {} if knowledge is None else {"knowledge": knowledge}  # as CloudPipeline.open
+        io.run(cloud.open(ids, prompt.encode(), **extra))
         accepted: list[int] = []
         try:
             while stats.tokens < n:

@@ -70,13 +70,14 @@ class Request:
 
 class CloudPipeline:
     def __init__(self, parts: Parts, state: SpeculativeState, stats: HybridStats, n: int, shared_ids: list[int],
-                 prompt_bytes: bytes, trace: Callable[[str], None]) -> None:
+                 prompt_bytes: bytes, trace: Callable[[str], None], knowledge: Optional[str] = None) -> None:
         if parts.cloud is None or parts.io is None:
             raise ValueError("a cloud pipeline needs a cloud and an IO loop")
         self.cloud: CloudBackend = parts.cloud
         self.io: IOLoop = parts.io
         self.parts, self.state, self.stats, self.n = parts, state, stats, n
         self.shared_ids, self.prompt_bytes, self.trace = shared_ids, prompt_bytes, trace
+        self.knowledge = knowledge  # the cloud knowledge entry's id (None: the server may retrieve one)
         self.request: Optional[Request] = None
         self.synced = 0  # committed tokens the cloud has been sent
         self.opening: Optional["concurrent.futures.Future[Any]"] = None
@@ -85,7 +86,9 @@ class CloudPipeline:
     # -- the session ---------------------------------------------------------------------------------------------
     def open(self, now: float) -> None:
         """Open the cloud session with the shared prompt (the edge reads the private context meanwhile)."""
-        self.opening = self.io.submit(self.cloud.open(list(self.shared_ids), self.prompt_bytes))
+        # the keyword only when there is one: a backend without knowledge support keeps working
+        extra: dict[str, Any] = {} if self.knowledge is None else {"knowledge": self.knowledge}
+        self.opening = self.io.submit(self.cloud.open(list(self.shared_ids), self.prompt_bytes, **extra))
         self.parts.scheduler.request_sent(now)
 
     def session_ready(self, now: float) -> bool:

@@ -26,13 +26,23 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
+from ..cloud.knowledge import check_knowledge_id
 from ..scheduler import Lead
 from .config import Parts
 from .pipeline import CloudPipeline, Plan
 from .state import SpeculativeState
 from .types import HybridStats, HybridToken, Source
 
-__all__ = ["Action", "Draft", "Emit", "Run", "Send", "Wait"]
+__all__ = ["Action", "Draft", "Emit", "Run", "Send", "Wait", "check_knowledge"]
+
+
+def check_knowledge(parts: Parts, knowledge: Optional[str]) -> None:
+    """A knowledge entry id needs a cloud that takes one (`floe cloud serve`): ValueError up front, not a cloud
+    error the generation would quietly go on without."""
+    check_knowledge_id(knowledge)
+    if knowledge is not None and not getattr(parts.cloud, "accepts_knowledge", False):
+        raise ValueError("a knowledge id needs a cloud with a knowledge base (`floe cloud serve --knowledge`); "
+                         f"{'there is no cloud' if parts.cloud is None else type(parts.cloud).__name__ + ' has none'}")
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,11 @@ Action = Union[Emit, Draft, Wait, Send]
 class Run:
     """One generation: the speculative state, the cloud pipeline, and the policy loop over them."""
 
-    def __init__(self, parts: Parts, prompt: str, n: int, private_context: str, stats: HybridStats) -> None:
+    def __init__(self, parts: Parts, prompt: str, n: int, private_context: str, stats: HybridStats,
+                 knowledge: Optional[str] = None) -> None:
         if n < 0:
             raise ValueError("n must be >= 0")
+        check_knowledge(parts, knowledge)
         self.parts, self.n, self.stats = parts, n, stats
         edge = parts.edge
         self.shared_ids = edge.tokenize(prompt)
@@ -75,7 +87,8 @@ class Run:
         self.t0 = self.t_decode = parts.clock.now()
         self.cloud: Optional[CloudPipeline] = None
         if parts.cloud is not None:
-            self.cloud = CloudPipeline(parts, self.state, stats, n, self.shared_ids, prompt.encode(), self.trace)
+            self.cloud = CloudPipeline(parts, self.state, stats, n, self.shared_ids, prompt.encode(), self.trace,
+                                       knowledge)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def tokens(self) -> Iterator[HybridToken]:
