@@ -56,8 +56,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--systems", type=_systems, default=None,
                    help="comma-separated: cloud, edge, edge-generic, floe-static, floe-adaptive, floe-gate, oracle "
                         "(default: all)")
-    p.add_argument("--train", choices=("none", "local"), default="none",
-                   help="adapter for the edge: none, or a LoRA per user trained on train.jsonl (local)")
+    p.add_argument("--train", choices=("none", "local", "federated"), default="none",
+                   help="the edge's adapter: none; local (a LoRA per user on their train.jsonl records, needs the "
+                        "train extra); federated (the users federate on Flower, each keeps global + personal "
+                        "adapters, the gates are averaged; needs the fl extra)")
     p.add_argument("--cloud-model", choices=CLOUD_MODELS, default="smollm2-135m",
                    help="the cloud model (gemma3-270m: another vocabulary, top-k mapped by bytes)")
     p.add_argument("--rtt", type=float, nargs="+", metavar="MS",

@@ -23,7 +23,8 @@ from ..data.records import DataError, Record, read_dataset
 from .collect import cloud_evidence
 from .options import EvalOptions
 from .report import Tally
-from .user import evaluate_user
+from .train_adapter import train_adapters
+from .user import prepare_user, score_user
 
 __all__ = ["run_eval", "select"]
 
@@ -100,6 +101,19 @@ def _device(opts: EvalOptions, records: Sequence[Record], work: Path) -> Iterato
         io.close()
 
 
+def federate_gates(prepared: dict[str, Any]) -> str:
+    """Every user gets the average of the users' gates, weighted by the positions each learned from (FedAvg)."""
+    from ..gate import average
+
+    have = {u: p for u, p in prepared.items() if p.gate is not None}
+    if not have:
+        return "federated gate: no user had a gate"
+    gate = average([p.gate for p in have.values()], [p.positions for p in have.values()])
+    for p in prepared.values():
+        p.gate = gate
+    return f"federated gate: the average of {len(have)} users' gates, weighted by their held-in positions"
+
+
 def run_eval(opts: EvalOptions, say: Say = lambda _: None) -> dict[str, Any]:
     """Run the evaluation; the result has the JSON shape of `floe eval --json`."""
     train, test = read_dataset(opts.data)
@@ -115,11 +129,17 @@ def run_eval(opts: EvalOptions, say: Say = lambda _: None) -> dict[str, Any]:
         work.mkdir(parents=True, exist_ok=True)
         everything = [r for rs in (*held_out.values(), *held_in.values()) for r in rs]
         dev = stack.enter_context(_device(opts, everything, work))
+        adapters = train_adapters(opts, {u: held_in_all.get(u, []) for u in held_out}, work, say)
+        prepared = {}
+        for user in held_out:
+            say(f"user {user}: the gate from {len(held_in.get(user, []))} held-in records")
+            prepared[user] = prepare_user(dev, opts, user, held_in.get(user, []), adapters.get(user, []), work)
+            notes += prepared[user].notes
+        if opts.train == "federated":
+            notes.append(federate_gates(prepared))
         for number, (user, records) in enumerate(held_out.items(), start=1):
-            say(f"user {user} ({number}/{len(held_out)}): {len(held_in.get(user, []))} held-in records for the "
-                f"gate, {len(records)} held-out")
-            notes += evaluate_user(dev, opts, user, held_in_all.get(user, []), held_in.get(user, []), records,
-                                   tally, work, say)
+            say(f"user {user} ({number}/{len(held_out)}): {len(records)} held-out records")
+            score_user(dev, opts, user, records, prepared[user], tally, say)
     result = tally.as_json()
     result["settings"] = {"data": str(opts.data), "train": opts.train, "cloud_model": opts.cloud_model,
                           "edge_model": opts.edge_model, "rtt_ms": list(opts.rtts), "k": opts.k,

@@ -35,3 +35,16 @@ def train_user_adapter(opts: EvalOptions, user: str, records: Sequence[Record], 
     result = train_lora(base, examples, config, out)
     say(f"  {user}: trained in {result.seconds:.0f} s, loss {result.first_loss:.2f} -> {result.last_loss:.2f}")
     return out
+
+
+def train_adapters(opts: EvalOptions, history: dict[str, list[Record]], work: Path,
+                   say: Callable[[str], None]) -> dict[str, list[Path]]:
+    """Per user, the adapters the edge stacks: none (`--train none`), the user's own (`local`), or the federation's
+    global adapter plus the user's personal one (`federated`: Flower simulation over all the users)."""
+    if opts.train == "none":
+        return {}
+    if opts.train == "local":
+        return {user: [train_user_adapter(opts, user, records, work, say)] for user, records in history.items()}
+    from .train_federated import train_federated
+
+    return train_federated(opts, history, work, say)

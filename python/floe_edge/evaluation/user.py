@@ -1,8 +1,9 @@
-"""One user's part of `floe eval`: adapter, gate and static weights from the held-in records, then every system on
-the held-out ones (teacher-forced top-1, greedy answers at each RTT)."""
+"""One user's part of `floe eval`: the gate from the held-in records, then every system on the held-out ones
+(teacher-forced top-1, greedy answers at each RTT)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -15,7 +16,7 @@ from .options import EvalOptions
 from .report import Tally
 from .teacher import GRID, StaticGrid, cloud_hits, fused_hits
 
-__all__ = ["evaluate_user"]
+__all__ = ["HeldIn", "Prepared", "learn_held_in", "prepare_user", "score_user", "static_preset"]
 
 Say = Callable[[str], None]
 FLOE_SYSTEMS = ("floe-static", "floe-adaptive", "floe-gate")
@@ -75,34 +76,41 @@ def _fit_gate(learned: HeldIn) -> Any:
     return LearnedGate.fit(np.stack(learned.features), np.array(learned.cloud_right), np.array(learned.edge_right))
 
 
-def _train_adapter(opts: EvalOptions, user: str, records: Sequence[Record], work: Path, say: Say) -> Optional[Path]:
-    if opts.train == "none":
-        return None
-    from .train_adapter import train_user_adapter
+@dataclass
+class Prepared:
+    """What a user's held-in records gave: the edge's adapters (stacked), the gate and how many positions it saw."""
 
-    return train_user_adapter(opts, user, records, work, say)
+    adapters: list[Path]
+    gate: Any
+    positions: int
+    notes: list[str] = field(default_factory=list)
 
 
-def evaluate_user(dev: Any, opts: EvalOptions, user: str, history: Sequence[Record], held_in: Sequence[Record],
-                  held_out: Sequence[Record], tally: Tally, work: Path, say: Say) -> list[str]:
-    """Score every system on `held_out`; returns notes for the report."""
+def prepare_user(dev: Any, opts: EvalOptions, user: str, held_in: Sequence[Record], adapters: list[Path],
+                 work: Path) -> Prepared:
+    """Learn the user's gate (and report the best static weight) from their held-in records."""
+    learned = learn_held_in(dev, held_in, StaticGrid(dev.slm.n_vocab, top_k=opts.k))
+    gate = _fit_gate(learned)
+    tasks = list(dict.fromkeys(r.task for r in held_in))
+    notes = [f"{user}: the static cloud weight with the best held-in top-1 (edge without adapter) would be "
+             + ", ".join(f"{t} {learned.static_weight(t):g}" for t in tasks) + "; floe-static uses the "
+             "application presets"] if tasks else []
+    if gate is None:
+        notes.append(f"{user}: no held-in record with cloud evidence: floe-gate not measured")
+    else:
+        gate.save(work / f"gate-{user}.json")
+    return Prepared(adapters, gate, len(learned.features), notes)
+
+
+def score_user(dev: Any, opts: EvalOptions, user: str, held_out: Sequence[Record], prepared: Prepared, tally: Tally,
+               say: Say) -> None:
+    """Score every system on the user's held-out records."""
     from ..fusion import Fuser
 
-    notes: list[str] = []
     n_vocab = dev.slm.n_vocab
     grid = StaticGrid(n_vocab, top_k=opts.k)
-    adapter_path = _train_adapter(opts, user, history, work, say)
-    learned = learn_held_in(dev, held_in, grid)
-    gate = _fit_gate(learned)
-    if gate is None and "floe-gate" in opts.systems:
-        notes.append(f"{user}: no held-in record with cloud evidence: floe-gate not measured")
-    if gate is not None:
-        gate.save(work / f"gate-{user}.json")
-    tuned = {task: learned.static_weight(task) for task in dict.fromkeys(r.task for r in held_out)}
-    notes.append(f"{user}: static cloud weight per task with the best held-in top-1 (edge without adapter): "
-                 + ", ".join(f"{t} {w:g}" for t, w in tuned.items()))
-    adapter = dev.slm.load_adapter(adapter_path) if adapter_path is not None else None
-    edge_adapters = [(adapter, 1.0)] if adapter is not None else []
+    edge_adapters = [(dev.slm.load_adapter(path), 1.0) for path in prepared.adapters]
+    gate = prepared.gate
     fusers = {"floe-adaptive": Fuser(n_vocab, weights="adaptive", top_k=opts.k)}
     fusers.update({f"floe-static:{task}": Fuser(n_vocab, weights=static_preset(task), top_k=opts.k)
                    for task in dict.fromkeys(r.task for r in held_out)})
@@ -112,7 +120,6 @@ def evaluate_user(dev: Any, opts: EvalOptions, user: str, history: Sequence[Reco
         say(f"  {user} record {number}/{len(held_out)} ({record.task})")
         _teacher_forced(dev, opts, record, edge_adapters, grid, fusers, tally)
         _answers(dev, opts, record, edge_adapters, gate, tally, latency=number <= opts.latency_records)
-    return notes
 
 
 def static_preset(task: str) -> str:
