@@ -20,6 +20,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, legend: int = 7, ncol: int = 1) -> None:
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend, ncol=ncol, loc="upper center" if ncol > 1 else "best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _accuracy(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
     tasks = list(dict.fromkeys(t for s in systems.values() for t in s["by_task"]))
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -28,11 +38,8 @@ def _accuracy(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
         values = [s["by_task"].get(t, {}).get("top1") or 0 for t in tasks] + [s.get("top1") or 0]
         ax.bar([x + i * width for x in range(len(tasks) + 1)], values, width, label=name)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks) + 1)], [*tasks, "all"])
-    ax.set_ylabel("teacher-forced top-1 (%)")
-    ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    ax.set_ylim(0, 120)  # room for the legend above the bars
+    _finish(plt, fig, ax, path, "", "teacher-forced top-1 (%)", ncol=4)
 
 
 def _latency(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
@@ -41,12 +48,7 @@ def _latency(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
         points = sorted((float(r), v["p50"]) for r, v in s.get("latency_ms", {}).items() if v.get("p50") is not None)
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    ax.set_xlabel("round-trip time (ms)")
-    ax.set_ylabel("answer latency p50 (ms)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "round-trip time (ms)", "answer latency p50 (ms)")
 
 
 def _weights(plt: Any, result: Mapping[str, Any], path: Path) -> None:
@@ -57,12 +59,7 @@ def _weights(plt: Any, result: Mapping[str, Any], path: Path) -> None:
         top1 = result["systems"].get(name, {}).get("top1")
         if top1 is not None:
             ax.axhline(top1, linestyle=style, label=name, color="gray" if name == "oracle" else None)
-    ax.set_xlabel("cloud weight (0: edge alone, 1: cloud)")
-    ax.set_ylabel("teacher-forced top-1 (%)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "cloud weight (0: edge alone, 1: cloud)", "teacher-forced top-1 (%)")
 
 
 def _bytes(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
@@ -71,12 +68,8 @@ def _bytes(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
     ax.bar(names, [systems[n]["kb_up_per_query"] for n in names], label="up")
     ax.bar(names, [systems[n]["kb_down_per_query"] for n in names],
            bottom=[systems[n]["kb_up_per_query"] for n in names], label="down")
-    ax.set_ylabel("KB per query")
     ax.tick_params(axis="x", labelrotation=30)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "", "KB per query", legend=9)
 
 
 def write_plots(result: Mapping[str, Any], out_dir: Path, prefix: str = "eval") -> list[Path]:
