@@ -3,6 +3,7 @@
 
     python bench/eval.py                                  # both clouds, --train none and local; writes BENCHMARKS.md
     python bench/eval.py --clouds gemma3-270m --train local --users 3 --per-task 4
+    python bench/eval.py --from-json                      # rewrite the section from bench/eval/*.json (no run)
 
 Data: `floe data generate --users U --seed S` (every other held-out record is novel: it needs world knowledge the
 user's history lacks). Each configuration runs `floe_edge.evaluation.run_eval` (the code behind `floe eval`) with the
@@ -38,7 +39,7 @@ def _run(args: argparse.Namespace, data: Path, cloud: str, train: str) -> tuple[
                        work_dir=Path(args.work_dir))
     t0 = time.perf_counter()
     result = run_eval(opts, lambda line: print(line, file=sys.stderr, flush=True))
-    seconds = time.perf_counter() - t0
+    seconds = result["seconds"] = round(time.perf_counter() - t0, 1)
     OUT.mkdir(exist_ok=True)
     name = f"{cloud}_{train}"
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -59,15 +60,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--hw-profile", default="x86-avx512")
     ap.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "floe-bench-eval"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--from-json", action="store_true",
+                    help="rebuild the section from the JSON files a previous run left in bench/eval/")
     args = ap.parse_args(argv)
 
     from floe_edge import kernels
     from floe_edge.data import generate
-    from floe_edge.evaluation import markdown_table
+    from floe_edge.evaluation import markdown_table, verdict
 
     data = Path(args.work_dir) / f"data-u{args.users}-s{args.seed}"
-    generate(data, users=args.users, seed=args.seed)
-    command = " ".join(["python bench/eval.py", *(argv if argv is not None else sys.argv[1:])])
+    if not args.from_json:
+        generate(data, users=args.users, seed=args.seed)
+    command = " ".join(["python bench/eval.py", *(a for a in (argv if argv is not None else sys.argv[1:])
+                                                  if a != "--from-json")])
     lines = ["## Evaluation: the paper's table on our models (`floe eval`)", "",
              f"`{command}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, load {load()}, kernels "
              f"`{kernels.active_variant()}`. Data: `floe data generate --users {args.users} --seed {args.seed}`; "
@@ -79,9 +84,13 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"all records, the other RTTs on {args.latency_records} records per user.", ""]
     for cloud in args.clouds:
         for train in args.train:
-            result, seconds = _run(args, data, cloud, train)
+            if args.from_json:
+                result = json.loads((OUT / f"{cloud}_{train}.json").read_text())
+                seconds = result.get("seconds", float("nan"))
+            else:
+                result, seconds = _run(args, data, cloud, train)
             lines += [f"### cloud {cloud}, adapter: {train} ({seconds / 60:.0f} min)", "",
-                      *markdown_table(result, args.rtt[0]), "",
+                      *markdown_table(result, args.rtt[0]), "", *(f"- {line}" for line in verdict(result)),
                       *(f"- {note}" for note in result["notes"]), "",
                       "Latency p50 by RTT (ms): " + "; ".join(
                           f"{name} " + ", ".join(f"{r}: {v['p50']:.0f}" for r, v in s.get("latency_ms", {}).items()

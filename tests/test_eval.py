@@ -132,3 +132,19 @@ def test_quick_eval_on_an_unseen_folder(tmp_path: Path, smollm2_path: Path) -> N
     assert systems["floe-gate"]["latency_ms"]["30"]["n"] == 6 and result["settings"]["users"] == ["u1"]
     assert "| floe-gate |" in r.stdout and sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "eval_accuracy.png", "eval_bytes.png", "eval_latency.png", "eval_weights.png"]
+
+
+def test_verdict_and_headroom_say_where_the_gate_wins() -> None:
+    def system(top1: float, exact: float, qa: float) -> dict[str, Any]:
+        return {"top1": top1, "exact": exact, "by_task": {"qa": {"top1": qa, "exact": exact}}}
+
+    result = {"systems": {"edge": system(80, 20, 70), "cloud": system(60, 0, 75), "oracle": system(90, 30, 95),
+                          "floe-gate": system(85, 20, 72)}}
+    from floe_edge.evaluation import headroom, verdict
+
+    assert headroom(result) == 0.5 and headroom(result, task="qa") == -0.15
+    lines = verdict(result)
+    assert lines[0].startswith("floe-gate beats the better single side on top1 (all tasks): 85.0% vs edge 80.0%")
+    assert "50% of the oracle's headroom" in lines[0]
+    assert any(line.startswith("floe-gate is below the better single side on top1 (qa)") for line in lines)
+    assert any(line.startswith("floe-gate ties the better single side on exact (all tasks)") for line in lines)

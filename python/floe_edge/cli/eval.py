@@ -22,7 +22,7 @@ def _systems(text: str) -> tuple[str, ...]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation import SYSTEMS, EvalOptions, markdown_table, run_eval, write_plots
+    from ..evaluation import SYSTEMS, EvalOptions, markdown_table, run_eval, verdict, write_plots
 
     opts = EvalOptions(data=Path(args.data), systems=args.systems or SYSTEMS, train=args.train,
                        cloud_model=args.cloud_model, rtts=tuple(args.rtt or (30.0,)), quick=args.quick,
@@ -39,6 +39,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
     if args.json != "-":
         print("\n".join(markdown_table(result, opts.rtts[0])))
+        for line in verdict(result):
+            print(f"- {line}")
         for note in result["notes"]:
             print(f"note: {note}")
     if args.plots:

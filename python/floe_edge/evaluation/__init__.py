@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from .options import CLOUD_MODELS, SYSTEMS, EvalOptions
 from .plots import write_plots
-from .report import PAPER, markdown_table
+from .report import PAPER, headroom, markdown_table, verdict
 from .runner import run_eval
 
-__all__ = ["EvalOptions", "SYSTEMS", "CLOUD_MODELS", "PAPER", "markdown_table", "run_eval", "write_plots"]
+__all__ = ["EvalOptions", "SYSTEMS", "CLOUD_MODELS", "PAPER", "headroom", "markdown_table", "run_eval", "verdict",
+           "write_plots"]

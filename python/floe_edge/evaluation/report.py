@@ -14,7 +14,7 @@ import numpy as np
 
 from .greedy import Answer
 
-__all__ = ["Tally", "PAPER", "SYSTEM_ORDER", "markdown_table"]
+__all__ = ["Tally", "PAPER", "SYSTEM_ORDER", "headroom", "markdown_table", "verdict"]
 
 SYSTEM_ORDER = ("edge-generic", "edge", "edge-lora", "cloud", "floe-static", "floe-adaptive", "floe-gate", "oracle")
 # Tian et al., Table (edge-only / cloud-only / Floe): what the paper reports, to set ours beside
@@ -146,4 +146,46 @@ def markdown_table(result: Mapping[str, Any], rtt: float) -> list[str]:
         nov = s.get("by_novelty", {})
         cells += [_fmt(nov.get("novel", {}).get("top1")), _fmt(nov.get("known", {}).get("top1"))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def headroom(result: Mapping[str, Any], system: str = "floe-gate", metric: str = "top1",
+             task: Optional[str] = None) -> Optional[float]:
+    """The share of the oracle's gain over the better single side (edge or cloud) that `system` reaches."""
+    def get(name: str) -> Optional[float]:
+        s = result["systems"].get(name, {})
+        value = s.get("by_task", {}).get(task, {}).get(metric) if task else s.get(metric)
+        return None if value is None else float(value)
+
+    edge, cloud, oracle, ours = get("edge"), get("cloud"), get("oracle"), get(system)
+    if None in (edge, cloud, oracle, ours):
+        return None
+    best = max(edge, cloud)  # type: ignore[type-var]
+    gap = oracle - best  # type: ignore[operator]
+    return None if gap <= 0 else round((ours - best) / gap, 3)  # type: ignore[operator]
+
+
+def verdict(result: Mapping[str, Any], system: str = "floe-gate") -> list[str]:
+    """Where `system` beats both single sides (top-1 and exact match, overall and per task), and its share of the
+    oracle's headroom: the issue's acceptance, said per row."""
+    systems = result["systems"]
+    if system not in systems or "edge" not in systems or "cloud" not in systems:
+        return []
+    lines = []
+    tasks = list(systems[system].get("by_task", {}))
+    for metric in ("top1", "exact"):
+        for task in (None, *tasks):
+            def get(name: str) -> Optional[float]:
+                s = systems[name]
+                return s.get("by_task", {}).get(task, {}).get(metric) if task else s.get(metric)
+
+            ours, edge, cloud = get(system), get("edge"), get("cloud")
+            if None in (ours, edge, cloud):
+                continue
+            best = max(edge, cloud)  # type: ignore[type-var]
+            word = "beats" if ours > best else "ties" if ours == best else "is below"  # type: ignore[operator]
+            share = headroom(result, system, metric, task) if metric == "top1" else None
+            lines.append(f"{system} {word} the better single side on {metric} ({task or 'all tasks'}): "
+                         f"{ours:.1f}% vs edge {edge:.1f}% / cloud {cloud:.1f}%"
+                         + (f"; {100 * share:.0f}% of the oracle's headroom" if share is not None else ""))
     return lines
