@@ -159,6 +159,11 @@ class Decoder:
         """
         Cached positions recomputed after adapter swaps, in total.
         """
+    @property
+    def tokens(self) -> numpy.typing.NDArray[numpy.int32]:
+        """
+        Token ids of the cached positions (a copy, int32, n_past of them), in order.
+        """
 class Tokenizer:
     """
     Byte-level BPE tokenizer from GGUF metadata; ids equal llama.cpp's for the same model.

@@ -12,7 +12,7 @@ from typing import Callable, Literal, Optional, Protocol, Sequence, Union, runti
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EdgeModel", "TextStream", "ThrottledEdge"]
+__all__ = ["EdgeModel", "TextStream", "ThrottledEdge", "reuse_prefix"]
 
 
 @runtime_checkable
@@ -25,7 +25,8 @@ class TextStream(Protocol):
 
 @runtime_checkable
 class EdgeModel(Protocol):
-    """A decoder with a KV cache: eval() appends tokens and returns their logits; truncate()/reset() rewind."""
+    """A decoder with a KV cache: eval() appends tokens and returns their logits; truncate()/reset() rewind.
+    Optionally `cached_tokens` (the ids in the cache) lets a generation keep a shared prefix: `reuse_prefix`."""
 
     @property
     def n_vocab(self) -> int: ...
@@ -39,6 +40,26 @@ class EdgeModel(Protocol):
              timeout_s: Optional[float] = None) -> npt.NDArray[np.float32]: ...
     def truncate(self, n_past: int) -> None: ...
     def reset(self) -> None: ...
+
+
+def reuse_prefix(edge: EdgeModel, ids: Sequence[int]) -> int:
+    """Ready edge's KV cache for a sequence `ids` evaluated from position 0: keep the longest common prefix of the
+    cached tokens and ids, at most len(ids) - 1 of them (the last id must be evaluated for its logits), or reset when
+    the edge does not expose its cache (an optional `cached_tokens`, as `NativeSLM`). Returns the count kept: the
+    caller evaluates ids[kept:]. The cache's own token list is read, so tokens another caller evaluated in between
+    are seen; a cache made stale by an adapter swap is recomputed by the native side on the next eval (one swapped
+    with keep_cache keeps the old adapters' keys and values, as asked)."""
+    cached: Sequence[int] = getattr(edge, "cached_tokens", None) or []
+    limit = min(len(cached), len(ids) - 1)
+    keep = 0
+    if limit > 0:
+        differ = np.flatnonzero(np.asarray(cached[:limit], np.int64) != np.asarray(ids[:limit], np.int64))
+        keep = int(differ[0]) if differ.size else limit
+    if keep:
+        edge.truncate(keep)
+    else:
+        edge.reset()
+    return keep
 
 
 def _sleep_until(t: float) -> None:
@@ -67,6 +88,11 @@ class ThrottledEdge:
     @property
     def n_ctx(self) -> int:
         return self.inner.n_ctx
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The wrapped edge's cached token ids; AttributeError when it does not expose them (no prefix reuse)."""
+        return list(getattr(self.inner, "cached_tokens"))
 
     def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = True) -> list[int]:
         return self.inner.tokenize(text, add_bos, special)

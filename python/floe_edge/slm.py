@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from .edge import reuse_prefix
 from .sampling import Sampler, log_softmax
 
 __all__ = ["GeneratedToken", "GenerationStats", "ModelClosedError", "NativeSLM"]
@@ -33,6 +34,7 @@ class GeneratedToken:
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's, reused from the KV cache (not evaluated again)
     generated_tokens: int = 0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
@@ -90,6 +92,12 @@ class NativeSLM:
     @property
     def n_past(self) -> int:
         return int(self._live().n_past)
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """Token ids in the KV cache, positions 0..n_past-1 (whoever evaluated them): a new sequence sharing a prefix
+        with them need only evaluate the rest (`edge.reuse_prefix`)."""
+        return self._live().tokens.tolist()
 
     @property
     def config(self) -> dict[str, object]:
@@ -173,7 +181,8 @@ class NativeSLM:
     # -- generation ------------------------------------------------------------------------------
     def generate(self, prompt: Union[str, Sequence[int]], n: int = 64, sampler: Optional[Sampler] = None,
                  stop_at_eog: bool = True) -> Iterator[GeneratedToken]:
-        """Stream up to n tokens after prompt (text or ids), from an empty cache. Stats land in last_stats."""
+        """Stream up to n tokens after prompt (text or ids). The KV cache's longest common prefix with the prompt is
+        kept (the rest evaluated): the same tokens as from an empty cache. Stats land in last_stats."""
         if n < 0:
             raise ValueError("n must be >= 0")
         sampler = sampler or Sampler()
@@ -183,9 +192,9 @@ class NativeSLM:
         if len(ids) + n > self.n_ctx:
             raise ContextOverflowError(f"prompt ({len(ids)}) + n ({n}) exceed n_ctx {self.n_ctx}")
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
-        self.reset()
         t0 = time.perf_counter()
-        logits = self.eval(ids, logits="last")
+        stats.cached_tokens = reuse_prefix(self, ids)
+        logits = self.eval(ids[stats.cached_tokens:], logits="last")
         stats.prefill_ms = (time.perf_counter() - t0) * 1e3
         stream = _native.StreamDecoder(self._tokenizer)
         history = list(ids)

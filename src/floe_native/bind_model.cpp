@@ -59,6 +59,19 @@ py::array_t<float> eval(PyDecoder& d, const py::array_t<int32_t, py::array::c_st
     return logits;
 }
 
+// The cached token ids, copied under the eval lock: an eval on another thread is writing past n_past.
+py::array_t<int32_t> cached_tokens(PyDecoder& d) {
+    std::vector<int32_t> ids;
+    {
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(d.busy);
+        ids.assign(d.decoder.tokens(), d.decoder.tokens() + d.decoder.n_past());
+    }
+    py::array_t<int32_t> out(static_cast<py::ssize_t>(ids.size()));
+    std::copy(ids.begin(), ids.end(), out.mutable_data());
+    return out;
+}
+
 void set_adapters(PyDecoder& d, const std::vector<std::pair<std::shared_ptr<Adapter>, float>>& adapters,
                   bool keep_cache) {
     std::vector<ActiveAdapter> active;
@@ -123,6 +136,8 @@ void bind_model(py::module_& m) {
              py::arg("model"), py::arg("n_ctx") = 2048, py::arg("threads") = 1, py::arg("variant") = py::none(),
              "A decoder with an empty KV cache of n_ctx positions, running on `threads` threads.")
         .def_property_readonly("n_past", [](const PyDecoder& d) { return d.decoder.n_past(); }, "Cached positions.")
+        .def_property_readonly("tokens", &cached_tokens,
+                               "Token ids of the cached positions (a copy, int32, n_past of them), in order.")
         .def_property_readonly("n_ctx", [](const PyDecoder& d) { return d.decoder.n_ctx(); }, "Context size.")
         .def_property_readonly("n_threads", [](const PyDecoder& d) { return d.decoder.n_threads(); },
                                "Threads of the pool.")

@@ -3,6 +3,7 @@
 // truncation raise GGUFError or ModelError naming the problem, never crash (this runs under ASan too).
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -266,4 +267,38 @@ TEST(lora_adapter_of_another_shape_rejected_by_decoder) {
         threw = contains(e.what(), "shape");
     }
     CHECK(threw, "an adapter for another model shape must be refused");
+}
+
+// The cache's token list (prefix reuse reads it) follows eval, truncate and a cancelled eval; a stale cache cut to a
+// common prefix and extended gives the logits of a fresh run.
+TEST(decoder_tokens_follow_the_cache) {
+    TempDir tmp;
+    auto model = std::make_shared<Model>(tmp.write("model.gguf", tiny_model(8)));
+    auto adapter = std::make_shared<Adapter>(tmp.write("good.gguf", adapter_file({})), *model);
+    Decoder d(model, 16, 1);
+    auto cached = [&d] { return std::vector<int32_t>(d.tokens(), d.tokens() + d.n_past()); };
+    const int32_t a[] = {1, 2, 3, 0}, b[] = {3, 1};
+    std::vector<float> out(4 * 4), fresh(4), reused(4);
+    d.eval(a, 4, out.data(), true);
+    d.eval(b, 2, out.data(), false);
+    CHECK((cached() == std::vector<int32_t>{1, 2, 3, 0, 3, 1}), "tokens after two evals");
+    d.truncate(3);
+    CHECK((cached() == std::vector<int32_t>{1, 2, 3}), "tokens after truncate(3)");
+    std::atomic<bool> cancel{true};
+    bool threw = false;
+    try {
+        d.eval(b, 2, out.data(), false, &cancel);
+    } catch (const Cancelled&) {
+        threw = true;
+    }
+    CHECK(threw && (cached() == std::vector<int32_t>{1, 2, 3}), "a cancelled eval must leave the tokens as they were");
+    d.set_adapters({{adapter, 1.0f}});  // stale: positions 0..2 were computed without the adapter
+    d.truncate(2);
+    d.eval(b, 2, reused.data(), false);  // recomputes {1, 2}, then evaluates {3, 1}
+    CHECK((cached() == std::vector<int32_t>{1, 2, 3, 1}) && !d.cache_stale(), "tokens after the recompute");
+    d.truncate(0);
+    CHECK(d.n_past() == 0 && cached().empty(), "truncate(0) empties the list");
+    const int32_t whole[] = {1, 2, 3, 1};
+    d.eval(whole, 4, fresh.data(), false);
+    CHECK(fresh == reused, "a stale prefix kept and recomputed must give the fresh run's logits exactly");
 }

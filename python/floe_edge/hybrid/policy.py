@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 
 from ..cloud.knowledge import check_knowledge_id
+from ..edge import reuse_prefix
 from ..scheduler import Lead
 from .config import Parts
 from .pipeline import CloudPipeline, Plan
@@ -98,8 +99,9 @@ class Run:
         t0 = self.t0 = clock.now()
         if self.cloud is not None:  # the session opens while the edge reads the prompt
             self.cloud.open(clock.now())
-        p.edge.reset()
-        st.start(np.ascontiguousarray(p.edge.eval(self.edge_ids, logits="last"), np.float32).reshape(-1))
+        # the private context is the same for all of a user's questions: keep what the cache already holds of it
+        self.stats.cached_tokens = kept = reuse_prefix(p.edge, self.edge_ids)
+        st.start(np.ascontiguousarray(p.edge.eval(self.edge_ids[kept:], logits="last"), np.float32).reshape(-1))
         self.stats.prompt_tokens = len(self.edge_ids)
         self.stats.prefill_ms = (clock.now() - t0) * 1e3
         stream = p.edge.text_stream()

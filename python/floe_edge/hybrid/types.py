@@ -27,6 +27,7 @@ class HybridToken:
 @dataclass
 class HybridStats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0           # of the edge's prompt, reused from its KV cache (not evaluated again)
     tokens: int = 0
     latency_ms: float = 0.0          # first request to last token, prefill included
     prefill_ms: float = 0.0

@@ -37,6 +37,9 @@ public:
     int n_ctx() const { return n_ctx_; }
     int n_past() const { return n_past_; }
     int n_threads() const { return pool_.size(); }
+    // Token ids of the cached positions 0..n_past()-1 (valid until the next eval/truncate): a caller starting a new
+    // sequence keeps the longest common prefix and evaluates only the rest.
+    const int32_t* tokens() const { return tokens_.data(); }
 
     // Run n tokens at positions n_past()..n_past()+n-1 and append them to the KV cache. Writes the logits of
     // every position (n x n_vocab) when all_logits, else of the last one only. If cancel becomes true or the
@@ -89,7 +92,7 @@ private:
     std::vector<MatmulJob> lora_jobs_;
     std::vector<LoraTerm> lora_terms_;
     int lora_t_stride_ = 0;  // floats of one (adapter, projection) slot of lora_t_
-    // Token ids of the cached positions, for the recompute after a swap.
+    // Token ids of the cached positions (for the recompute after a swap, and for prefix reuse: tokens()).
     std::vector<int32_t> tokens_;
     bool stale_ = false;
     int64_t recomputed_ = 0;
