@@ -125,3 +125,15 @@ def test_cli_trains_one_users_records_only(tmp_path: Path, smollm2_path: Path, c
     assert main(["train", "lora", "--data", str(tmp_path / "none"), "--out", "x.gguf", "--base",
                  str(smollm2_path)]) == 2
     assert "no train.jsonl" in capsys.readouterr().err
+
+
+def test_training_examples_end_with_eos_so_the_adapter_learns_to_stop(tokenizer) -> None:
+    record = Record("u1", "qa", "ctx", "", "User: q\nAssistant:", " The answer.")
+    scored = tokenize_record(tokenizer, record)
+    with_eos, = build_examples(tokenizer, [record], TrainConfig())
+    without, = build_examples(tokenizer, [record], TrainConfig(end_with_eos=False))
+    assert tokenizer.eos_id is not None and tokenizer.is_eog(tokenizer.eos_id)
+    assert with_eos.completion_ids == (*scored.completion_ids, tokenizer.eos_id)  # evaluation scores without it
+    assert without == scored
+    long = Record("u1", "qa", "word " * 400, "", "User: q\nAssistant:", " The answer.")
+    assert len(build_examples(tokenizer, [long], TrainConfig(max_len=64, batch_tokens=64))[0]) == 64

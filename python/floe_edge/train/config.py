@@ -33,6 +33,7 @@ class TrainConfig:
     threads: int = 2
     dtype: str = "f16"  # of the exported adapter: llama.cpp's converter default, half the bytes per token
     checkpoint_every: int = 20  # steps
+    end_with_eos: bool = True  # the model's EOS follows each completion in training: the adapter learns to stop
 
     def __post_init__(self) -> None:
         for key in ("rank", "epochs", "batch_tokens", "max_len", "threads", "checkpoint_every"):

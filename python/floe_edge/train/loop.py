@@ -66,12 +66,18 @@ class TrainResult:
 
 def build_examples(tokenizer: object, records: Sequence[Record], config: TrainConfig,
                    where: Sequence[str] = ()) -> list[RecordTokens]:
-    """The records tokenized as the edge reads them; a record that cannot be trained on is a TrainError naming it
-    (`where[i]`, e.g. "train.jsonl:12", else its index)."""
+    """The records tokenized as the edge reads them, with the model's EOS after each completion when
+    `config.end_with_eos` (answers then end where the completion does: without it an adapter learns to go on, and
+    an answer that is right and then carries on is not an exact match); a record that cannot be trained on is a
+    TrainError naming it (`where[i]`, e.g. "train.jsonl:12", else its index)."""
+    eos = getattr(tokenizer, "eos_id", None) if config.end_with_eos else None
     examples = []
     for i, record in enumerate(records):
         try:
-            examples.append(tokenize_record(tokenizer, record, max_tokens=config.max_len))  # type: ignore[arg-type]
+            tokens = tokenize_record(tokenizer, record, max_tokens=config.max_len - (eos is not None))  # type: ignore[arg-type]
+            if eos is not None:
+                tokens = RecordTokens(tokens.input_ids, (*tokens.completion_ids, eos))
+            examples.append(tokens)
         except ValueError as e:
             raise TrainError(f"{where[i] if i < len(where) else f'record {i + 1}'}: {e}") from None
     if not examples:
