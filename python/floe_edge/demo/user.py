@@ -4,12 +4,13 @@ them, and their personalization: a LoRA adapter trained once on their held-in re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..data.records import Record
 
@@ -94,7 +95,8 @@ def user_adapter(records: Sequence[Record], edge_model: str, profile_name: str, 
     out.parent.mkdir(parents=True, exist_ok=True)
     step, stop = _progress()
     try:
-        result = train_lora(base, examples, config, out, checkpoint=out.with_suffix(".ckpt"), progress=step)
+        with _quiet():
+            result = train_lora(base, examples, config, out, checkpoint=out.with_suffix(".ckpt"), progress=step)
     finally:
         stop()
     version = store.add(out, profile.name, APP, base=base)
@@ -104,6 +106,25 @@ def user_adapter(records: Sequence[Record], edge_model: str, profile_name: str, 
     say(f"trained in {result.seconds:.0f} s (loss {result.first_loss:.2f} -> {result.last_loss:.2f}); stored as "
         f"{profile.name}/{APP} v{version}")
     return Path(store.info(profile.name, APP, version).path), profile.name, version
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Without the libraries' own bars and deprecation warnings over the demo's progress bar (tqdm reads
+    TQDM_DISABLE when a bar is made)."""
+    import warnings
+
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _progress() -> tuple[Callable[[Any], None], Callable[[], None]]:
