@@ -52,7 +52,8 @@ def private_items(contexts: Iterable[str], shared: Iterable[str]) -> list[str]:
 def _requests(stream: bytes) -> tuple[list[bytes], int]:
     """The bodies of the HTTP/1.1 requests in one connection's upstream bytes (Content-Length framing, as httpx
     sends JSON), and how many bytes could not be framed."""
-    bodies, at = [], 0
+    bodies: list[bytes] = []
+    at = 0
     while at < len(stream):
         end = stream.find(b"\r\n\r\n", at)
         if end < 0:

@@ -147,7 +147,8 @@ def _ask(dev: Any, record: Record, number: int, gens: Sequence[tuple[str, Any, s
     kid = dev.knowledge(record)
     rows = []
     for way, gen, kind in gens:
-        a = answer(Shown(gen, console, way), record, tokens, way=kind, knowledge=kid)
+        shown: Any = Shown(gen, console, way)  # answer() reads generate*, last_stats: what Shown has
+        a = answer(shown, record, tokens, way=kind, knowledge=kid)
         rows.append(Row(number, way, record.task, novel(record), record.prompt, expected, a))
     if expected is not None:
         marks = "  ".join(f"{r.way} {'[green]✓[/]' if r.exact else '[red]✗[/]'}" for r in rows)
@@ -187,7 +188,8 @@ def run_demo(opts: DemoOptions, console: Any = None) -> DemoResult:
         list(cloud.generate_cloud_only(records[0].prompt, 2))  # warm-up: vocabulary download, model caches
         gens = list(zip(WAYS, (solo, cloud, floe), ("edge", "cloud", "floe")))
         for number, record in enumerate(records, start=1):
-            novelty = {True: ", novel: the history never mentions it", False: ", known"}.get(novel(record), "")
+            kind = novel(record)
+            novelty = "" if kind is None else ", novel: the history never mentions it" if kind else ", known"
             console.rule(f"question {number}/{len(records)} ({record.task}{novelty})")
             console.print(record.prompt, style="dim", markup=False)
             rows += _ask(dev, record, number, gens, console, opts.n)

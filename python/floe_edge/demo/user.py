@@ -76,6 +76,7 @@ def user_adapter(records: Sequence[Record], edge_model: str, profile_name: str, 
     Returns its path, the profile's name and the version."""
     from .. import _native, models, paths
     from ..adapters.store import AdapterStore
+    from ..files import write_atomic
     from ..profiles import load_profile
     from ..train import TrainConfig, build_examples, train_lora
 
@@ -102,7 +103,7 @@ def user_adapter(records: Sequence[Record], edge_model: str, profile_name: str, 
     version = store.add(out, profile.name, APP, base=base)
     store.activate(profile.name, APP, version)
     out.unlink()
-    state_path.write_text(json.dumps({"digest": digest, "version": version}))
+    write_atomic(state_path, json.dumps({"digest": digest, "version": version}).encode())
     say(f"trained in {result.seconds:.0f} s (loss {result.first_loss:.2f} -> {result.last_loss:.2f}); stored as "
         f"{profile.name}/{APP} v{version}")
     return Path(store.info(profile.name, APP, version).path), profile.name, version
