@@ -90,11 +90,12 @@ def test_floe_demo_end_to_end(smollm2_path: Path, tmp_path: Path) -> None:
     assert [(r["question"], r["way"]) for r in rows] == [(q, w) for q in (1, 2, 3)
                                                          for w in ("edge-only", "cloud-only", "floe")]
     assert [r["task"] for r in rows[::3]] == ["commands", "qa", "code"] and all(r["novel"] is True for r in rows)
-    keys = {"text", "expected", "exact", "latency_ms", "cloud_share", "kb_sent", "kb_received"}
+    keys = {"text", "expected", "exact", "latency_ms", "cloud_share", "kb_sent", "kb_received", "teacher_forced_top1"}
     assert all(keys <= set(r) and isinstance(r["exact"], bool) and r["expected"] for r in rows)
     test = [json.loads(line) for line in (tmp_path / "demo" / "data" / "test.jsonl").read_text().splitlines()]
     assert rows[0]["expected"] == test[0]["completion"]  # held-out record 0 of u1, chosen by index
     edge, cloud, floe = rows[:3]
+    assert all(0 <= r["teacher_forced_top1"] <= 1 for r in rows)
     assert edge["kb_sent"] == 0 and edge["cloud_share"] == 0 and cloud["kb_received"] > 0 and cloud["kb_sent"] > 0
     assert out["adapter"] is None and out["fusion"] == "assistant"
     p = out["privacy"]
@@ -108,5 +109,6 @@ def test_floe_demo_own_question(smollm2_path: Path, tmp_path: Path) -> None:
     out, err = _run(tmp_path, smollm2_path, "--no-adapter", "--prompt", "When is my haircut?", "-n", "4")
     rows = out["rows"]
     assert [r["way"] for r in rows] == ["edge-only", "cloud-only", "floe"]
-    assert all(r["expected"] is None and r["exact"] is None and r["tokens"] <= 4 for r in rows)
+    assert all(r["expected"] is None and r["exact"] is None and r["teacher_forced_top1"] is None and r["tokens"] <= 4
+               for r in rows)
     assert rows[0]["prompt"] == "User: When is my haircut?\nAssistant:" and out["privacy"]["ok"]

@@ -46,6 +46,7 @@ class DemoOptions:
     n: int = 32
     adapter: bool = True
     train_profile: str = TRAIN_PROFILE
+    teacher_forced: bool = True  # also score each way's top-1 on the expected answer (about a second a question)
 
     def __post_init__(self) -> None:
         if self.questions < 1 or self.n < 1:
@@ -137,19 +138,40 @@ def _questions(opts: DemoOptions, user: DemoUser) -> list[Record]:
     return [own_question(user, p) for p in opts.prompts] if opts.prompts else user.questions(opts.questions)
 
 
+def _teacher_forced(dev: Any, record: Record, adapters: list[Any], fuser: Any) -> dict[str, Any]:
+    """Per way, which expected-answer tokens its top-1 gets right given the expected answer before them (as `floe
+    eval` scores: the edge with the user's adapter, the cloud's evidence over the direct link, fused by floe's
+    fusion)."""
+    import numpy as np
+
+    from ..evaluation.collect import edge_rows, record_tokens
+    from ..evaluation.teacher import cloud_hits, fused_hits
+
+    tokens = record_tokens(dev.slm, record)
+    targets = list(tokens.completion_ids)
+    rows = edge_rows(dev.slm, tokens, adapters)
+    evidence = dev.evidence(record, targets)
+    fuser.reset()
+    return {"edge-only": rows.argmax(-1) == np.asarray(targets), "cloud-only": cloud_hits(evidence, targets),
+            "floe": fused_hits(fuser, rows, evidence, targets)}
+
+
 def _ask(dev: Any, record: Record, number: int, gens: Sequence[tuple[str, Any, str]], console: Any,
-         n: int) -> list[Row]:
+         n: int, scoring: Optional[tuple[list[Any], Any]]) -> list[Row]:
     from ..evaluation.collect import record_tokens
     from ..evaluation.greedy import answer, budget
 
     expected = record.completion or None
     tokens = budget(len(record_tokens(dev.slm, record).completion_ids)) if expected else n
     kid = dev.knowledge(record)
+    hits = _teacher_forced(dev, record, *scoring) if scoring is not None and expected is not None else {}
     rows = []
     for way, gen, kind in gens:
         shown: Any = Shown(gen, console, way)  # answer() reads generate*, last_stats: what Shown has
         a = answer(shown, record, tokens, way=kind, knowledge=kid)
-        rows.append(Row(number, way, record.task, novel(record), record.prompt, expected, a))
+        h = hits.get(way)
+        rows.append(Row(number, way, record.task, novel(record), record.prompt, expected, a,
+                        None if h is None else (int(h.sum()), len(h))))
     if expected is not None:
         marks = "  ".join(f"{r.way} {'[green]✓[/]' if r.exact else '[red]✗[/]'}" for r in rows)
         console.print(f"{'expected':>10}  {expected.strip()}", markup=False, style="dim")
@@ -160,6 +182,7 @@ def _ask(dev: Any, record: Record, number: int, gens: Sequence[tuple[str, Any, s
 def run_demo(opts: DemoOptions, console: Any = None) -> DemoResult:
     """Answer the questions three ways, streamed to `console` (a rich Console), then print the table and the
     privacy check."""
+    from ..fusion import Fuser
     from ..hybrid import HybridGenerator
 
     if console is None:
@@ -176,7 +199,8 @@ def run_demo(opts: DemoOptions, console: Any = None) -> DemoResult:
     with _device(opts, _knowledge(user)) as dev:
         fusion, fusion_name = _fusion(opts, dev, user, trained, say)
         adapter = dev.slm.load_adapter(trained[0]) if trained is not None else None
-        dev.slm.set_adapters([(adapter, 1.0)] if adapter is not None else [])
+        adapters = [(adapter, 1.0)] if adapter is not None else []
+        scoring = (adapters, Fuser(dev.slm.n_vocab, weights=fusion, top_k=dev.k)) if opts.teacher_forced else None
         console.print(f"[bold]floe demo[/]: user {records[0].user}, edge {opts.edge_model}"
                       f"{' + their adapter' if adapter is not None else ' (no adapter)'} (core 0), cloud "
                       f"{opts.cloud_model} with the world knowledge, network {opts.net.describe()}, deadline "
@@ -192,14 +216,16 @@ def run_demo(opts: DemoOptions, console: Any = None) -> DemoResult:
             novelty = "" if kind is None else ", novel: the history never mentions it" if kind else ", known"
             console.rule(f"question {number}/{len(records)} ({record.task}{novelty})")
             console.print(record.prompt, style="dim", markup=False)
-            rows += _ask(dev, record, number, gens, console, opts.n)
+            dev.slm.set_adapters(adapters)
+            rows += _ask(dev, record, number, gens, console, opts.n, scoring)
         capture = dev.proxy.captured_up()
         items = private_items([r.private_context for r in records],
                               [*(r.prompt for r in records), *(row.answer.text for row in rows)])
         privacy = check_private(items, capture.connections, dev.slm.detokenize, capture.dropped)
     summary(console, rows, f"user {records[0].user}: {len(records)} questions, network {opts.net.describe()}")
-    console.print(f"sent upstream: {privacy.bytes_sent} bytes in {len(capture.connections)} connection(s), HTTP "
-                  f"headers included; {privacy.verdict()}", style="bold" if privacy.ok else "bold red")
+    console.print(f"sent upstream while answering: {privacy.bytes_sent} bytes in {len(capture.connections)} "
+                  f"connection(s), HTTP headers included; {privacy.verdict()}",
+                  style="bold" if privacy.ok else "bold red")
     if trained is None:
         console.print(f"[yellow]{NO_ADAPTER_NOTE}[/]")
     return DemoResult(rows, privacy, fusion_name, str(trained[0]) if trained is not None else None)

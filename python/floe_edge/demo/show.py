@@ -27,6 +27,7 @@ class Row:
     prompt: str
     expected: Optional[str]  # None: a question of the user's own (--prompt)
     answer: Answer
+    teacher_forced: Optional[tuple[int, int]] = None  # expected-answer tokens whose top-1 is right, of how many
 
     @property
     def exact(self) -> Optional[bool]:
@@ -38,7 +39,9 @@ class Row:
         return {"question": self.question, "task": self.task, "novel": self.novel, "way": self.way,
                 "prompt": self.prompt, "text": a.text, "expected": self.expected, "exact": self.exact,
                 "latency_ms": a.latency_ms, "tokens": a.tokens, "deadline_misses": a.deadline_misses,
-                "cloud_share": a.cloud_share, "kb_sent": a.bytes_sent / 1e3, "kb_received": a.bytes_received / 1e3}
+                "cloud_share": a.cloud_share, "kb_sent": a.bytes_sent / 1e3, "kb_received": a.bytes_received / 1e3,
+                "teacher_forced_top1": None if self.teacher_forced is None
+                else self.teacher_forced[0] / max(self.teacher_forced[1], 1)}
 
 
 class Shown:
@@ -98,14 +101,21 @@ def _exact_cell(rows: list[Row]) -> str:
     return cell
 
 
+def _tf_cell(rows: list[Row]) -> str:
+    scored = [r.teacher_forced for r in rows if r.teacher_forced is not None]
+    total = sum(n for _, n in scored)
+    return f"{sum(k for k, _ in scored) / total:.0%}" if total else "-"
+
+
 def summary(console: Any, rows: list[Row], title: str) -> None:
     """Per way: exact match, latency p50, ms per token, deadline misses, cloud share, KB up/down per query."""
     from rich.table import Table
 
     t = Table(title=title, caption="exact: the answer equals the expected one (whitespace-normalized); ms: whole "
                                    "answer, median; late: tokens past their deadline; cloud: share of tokens decided "
-                                   "with cloud evidence (mean); KB: per query, mean")
-    for col in ("", "exact", "ms p50", "ms/tok", "late", "cloud", "KB up/down"):
+                                   "with cloud evidence (mean); KB: per query, mean; top-1 tf: "
+                                   "expected-answer tokens whose top-1 is right given the expected text before them")
+    for col in ("", "exact", "ms p50", "ms/tok", "late", "cloud", "KB up/down", "top-1 tf"):
         t.add_column(col, justify="right", no_wrap=True)
     for way in WAYS:
         rs = [r for r in rows if r.way == way]
@@ -117,7 +127,7 @@ def summary(console: Any, rows: list[Row], title: str) -> None:
                   f"{_median([a.latency_ms / max(a.tokens, 1) for a in answers]):.1f}",
                   str(sum(a.deadline_misses for a in answers)), f"{mean([a.cloud_share for a in answers]):.0%}",
                   f"{mean([a.bytes_sent for a in answers]) / 1e3:.1f}/"
-                  f"{mean([a.bytes_received for a in answers]) / 1e3:.1f}")
+                  f"{mean([a.bytes_received for a in answers]) / 1e3:.1f}", _tf_cell(rs))
     console.print(t)
     console.print("[bold green]fused[/] with cloud evidence  [bold cyan]cloud draft[/] accepted  "
                   "[white]edge[/] confident  [yellow]edge-only[/] (cloud late/down)")
