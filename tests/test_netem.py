@@ -350,3 +350,30 @@ def test_cli_runs_then_stops(echo: Echo, capsys: pytest.CaptureFixture[str]) -> 
     assert f"netem: 127.0.0.1:{port} -> {upstream}, profile lan: rtt_ms=2" in out and "bytes_up=4" in out
     bad = cli("--upstream", "10.0.0.1:80")
     assert bad.func(bad) == 1 and "loopback" in capsys.readouterr().err
+
+
+def test_capture_keeps_what_clients_sent_up_per_connection_and_is_bounded(echo: Echo) -> None:
+    """capture_up keeps the upstream bytes (not the echoed ones) per connection in accept order, up to its bound in
+    all; what did not fit is counted, not kept."""
+    with NetemProxy(upstream=echo.address, capture_up=100) as p:
+        a, b = connect(p), connect(p)
+        try:
+            assert round_trip(a, b"first connection") >= 0
+            payload = bytes(range(256)) * 2
+            got, _ = echo_through(b, payload)
+            assert got == payload  # the bound never holds bytes back
+        finally:
+            a.close()
+            b.close()
+        c = p.captured_up()
+    assert c.connections == (b"first connection", payload[:100 - len(b"first connection")])
+    assert c.dropped == len(payload) - (100 - len(b"first connection"))
+    assert c.total == len(b"first connection") + len(payload)
+
+
+def test_capture_is_opt_in(echo: Echo) -> None:
+    with NetemProxy(upstream=echo.address) as p:
+        with pytest.raises(ValueError, match="capture_up"):
+            p.captured_up()
+    with pytest.raises(ValueError, match="capture_up"):
+        NetemProxy(upstream=echo.address, capture_up=-1)

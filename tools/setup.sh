@@ -40,3 +40,7 @@ if [ "$extra" = train ]; then
         mv "$convert.tmp" "$convert" && rm -rf "$src"
     fi
 fi
+# demo: the demo user's data, adapter (a few minutes of training, once) and gate, so `floe demo` starts at once
+if [ "$extra" = demo ]; then
+    .venv/bin/floe demo --prepare
+fi

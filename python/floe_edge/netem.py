@@ -15,6 +15,9 @@ The proxy works on a byte stream, not on packets, so it emulates what TCP shows 
 - outages and blackholes stall the bytes (as TCP retransmitting into a dead link) and let them through
   when the link comes back; "reset" and "refuse" outages send real RSTs (SO_LINGER 0).
 Loopback only: the proxy refuses to listen on or forward to any other address.
+
+`capture_up=N` (opt-in) keeps the first N bytes the clients sent, per connection in accept order (`captured_up()`):
+what a device really sent upstream, for checking that nothing private was among it (`floe demo`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, Optional, Union
 
-__all__ = ["PROFILES", "NetemProxy", "NetemStats", "Profile", "get_profile"]
+__all__ = ["PROFILES", "NetemProxy", "NetemStats", "Profile", "UpCapture", "get_profile"]
 
 OutageMode = Literal["blackhole", "reset", "refuse"]
 OUTAGE_MODES = ("blackhole", "reset", "refuse")
@@ -141,6 +144,37 @@ class NetemStats:
     resets: int = 0  # RSTs sent to clients
 
 
+@dataclass(frozen=True)
+class UpCapture:
+    """What clients sent upstream: one bytes per connection (accept order), and how many bytes did not fit."""
+
+    connections: tuple[bytes, ...]
+    dropped: int  # bytes sent beyond the capture's limit: not kept, so not checked
+
+    @property
+    def total(self) -> int:
+        return sum(map(len, self.connections)) + self.dropped
+
+
+class _Capture:
+    """Upstream bytes kept up to `limit` in all (a bound: a long session cannot grow it without end)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.kept, self.dropped = limit, 0, 0
+        self.buffers: list[bytearray] = []
+
+    def connection(self) -> bytearray:
+        buf = bytearray()
+        self.buffers.append(buf)
+        return buf
+
+    def add(self, buf: bytearray, data: bytes) -> None:
+        room = max(0, self.limit - self.kept)
+        buf += data[:room]
+        self.kept += min(room, len(data))
+        self.dropped += max(0, len(data) - room)
+
+
 class _TokenBucket:
     """Pacing at `rate` bytes/s with bursts up to 20 ms worth; debt is paid by sleeping."""
 
@@ -181,8 +215,12 @@ class _Pipe:
     bucket: _TokenBucket = field(default_factory=_TokenBucket)
 
     async def pump_in(self, reader: asyncio.StreamReader) -> None:
+        capture = self.proxy._capture if not self.down else None
+        kept = capture.connection() if capture is not None else None
         while True:
             data = await reader.read(CHUNK)
+            if capture is not None and kept is not None:
+                capture.add(kept, data)  # as the client sent it: bytes that never get through went up too
             self.release = max(self.release, time.monotonic() + self.proxy._one_way_delay(len(data)))
             await self.queue.put((self.release, data))  # b"" is EOF, delayed like data
             if not data:
@@ -294,8 +332,12 @@ class NetemProxy:
         upstream: tuple[str, int],
         profile: Union[Profile, str] = Profile(),
         listen: tuple[str, int] = ("127.0.0.1", 0),
+        capture_up: int = 0,
     ) -> None:
+        if capture_up < 0:
+            raise ValueError(f"netem: capture_up is a number of bytes >= 0, got {capture_up}")
         self.upstream = _loopback(*upstream)
+        self._capture = _Capture(capture_up) if capture_up else None
         self._listen = _loopback(*listen)
         self._profile = get_profile(profile) if isinstance(profile, str) else profile
         self._rng = random.Random(self._profile.seed)
@@ -366,6 +408,13 @@ class NetemProxy:
     @property
     def stats(self) -> NetemStats:
         return replace(self._stats)  # a snapshot
+
+    def captured_up(self) -> UpCapture:
+        """The bytes clients sent upstream so far (needs `capture_up`: a ValueError otherwise)."""
+        if self._capture is None:
+            raise ValueError("netem: nothing captured: create the proxy with capture_up=<bytes>")
+        c = self._capture
+        return UpCapture(tuple(bytes(b) for b in c.buffers), c.dropped)
 
     def set_profile(self, profile: Union[Profile, str]) -> None:
         """Change the faults now, for new and existing connections (bytes already queued included)."""

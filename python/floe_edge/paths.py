@@ -5,6 +5,7 @@
     adapters_dir()    home()/adapters      the LoRA adapter store (`floe adapters`)
     vocab_maps_dir()  home()/vocab_maps    cross-vocabulary mapping tables
     gates_dir()       home()/gates         learned fusion gates, <app>.json (fusion preset "gate")
+    demo_dir()        home()/demo          `floe demo`'s user: their generated data and what the demo caches
 
 Before this rule, models went straight into $FLOE_HOME when it was set (while adapters and vocabulary maps used
 subdirectories). `legacy_models_dir()` names that old place so models pulled there are still found.
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["adapters_dir", "gates_dir", "home", "legacy_models_dir", "models_dir", "vocab_maps_dir"]
+__all__ = ["adapters_dir", "demo_dir", "gates_dir", "home", "legacy_models_dir", "models_dir", "vocab_maps_dir"]
 
 ENV = "FLOE_HOME"
 
@@ -45,6 +46,11 @@ def vocab_maps_dir() -> Path:
 def gates_dir() -> Path:
     """Learned fusion gates, one <app>.json per application: home()/gates."""
     return home() / "gates"
+
+
+def demo_dir() -> Path:
+    """`floe demo`'s files (its user's personal data, the state of their cached adapter): home()/demo."""
+    return home() / "demo"
 
 
 def legacy_models_dir() -> Optional[Path]:
