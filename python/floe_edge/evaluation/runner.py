@@ -26,7 +26,7 @@ from .report import Tally
 from .train_adapter import train_adapters
 from .user import prepare_user, score_user
 
-__all__ = ["run_eval", "select"]
+__all__ = ["Link", "federate_gates", "run_eval", "select"]
 
 Say = Callable[[str], None]
 
