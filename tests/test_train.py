@@ -137,3 +137,23 @@ def test_training_examples_end_with_eos_so_the_adapter_learns_to_stop(tokenizer)
     assert without == scored
     long = Record("u1", "qa", "word " * 400, "", "User: q\nAssistant:", " The answer.")
     assert len(build_examples(tokenizer, [long], TrainConfig(max_len=64, batch_tokens=64))[0]) == 64
+
+
+def test_the_plan_covers_epochs_of_different_batch_counts() -> None:
+    """Each epoch packs its own shuffle into the token budget, so epochs can differ in their number of batches; every
+    step of every epoch is trained (this used to index past the end of a shorter epoch)."""
+    from floe_edge.train.loop import _Plan
+
+    rng = np.random.default_rng(0)
+    examples = [RecordTokens(tuple(range(1, 2 + int(n))), (7, 8)) for n in rng.integers(5, 60, size=40)]
+    for seed in range(50):
+        config = TrainConfig(epochs=3, seed=seed, batch_tokens=128, max_len=128)
+        counts = [len(epoch_batches(examples, e, seed, 128, pad_id=0)) for e in range(3)]
+        if len(set(counts)) > 1:
+            break
+    else:
+        pytest.fail("no seed gave epochs of different batch counts: the packing changed, the test needs a new case")
+    plan = _Plan(examples, config)
+    assert plan.total == sum(counts)
+    epochs = [plan.batch(step)[0] for step in range(plan.total)]
+    assert epochs == [e for e, n in enumerate(counts) for _ in range(n)]

@@ -144,26 +144,18 @@ def train_lora(base_gguf: PathLike, examples: Sequence[RecordTokens], config: Tr
 
 
 class _Plan:
-    """Which batch each step trains on: the epochs' batches in order, cut at max_steps."""
+    """Which batch each step trains on: the epochs' batches in order, cut at max_steps. Epochs may differ in their
+    number of batches (each packs its own shuffle into the token budget), so the steps are laid out once."""
 
     def __init__(self, examples: Sequence[RecordTokens], config: TrainConfig) -> None:
-        self.examples, self.config = examples, config
-        first = self._epoch(0)
-        self.steps_per_epoch = len(first)
-        self.scored_per_epoch = sum(b.n_scored for b in first)
-        self.total = self.steps_per_epoch * config.epochs
-        if config.max_steps is not None:
-            self.total = min(self.total, config.max_steps)
-        self._cached: tuple[int, list[Batch]] = (0, first)
-
-    def _epoch(self, epoch: int) -> list[Batch]:
-        return epoch_batches(self.examples, epoch, self.config.seed, self.config.batch_tokens, pad_id=0)
+        epochs = [epoch_batches(examples, e, config.seed, config.batch_tokens, pad_id=0) for e in range(config.epochs)]
+        self.steps_per_epoch = len(epochs[0])
+        self.scored_per_epoch = sum(b.n_scored for b in epochs[0])
+        self._steps = [(e, b) for e, batches in enumerate(epochs) for b in batches]
+        self.total = len(self._steps) if config.max_steps is None else min(len(self._steps), config.max_steps)
 
     def batch(self, step: int) -> tuple[int, Batch]:
-        epoch, index = divmod(step, self.steps_per_epoch)
-        if self._cached[0] != epoch:
-            self._cached = (epoch, self._epoch(epoch))
-        return epoch, self._cached[1][index]
+        return self._steps[step]
 
 
 def _step(model: object, optimizer: object, params: list, batch: Batch) -> float:
