@@ -29,6 +29,7 @@ class Answer:
     cloud_share: float
     bytes_sent: int
     bytes_received: int
+    error: str = ""  # the cloud failed this answer (cloud-only: no text; floe falls back to the edge on its own)
 
 
 def normalize(text: str) -> str:
@@ -61,12 +62,17 @@ def answer(gen: HybridGenerator, record: Record, n: int, *, way: str, knowledge:
         context = record.private_context + "\n\n" if record.private_context else ""
         tokens = gen.generate(record.prompt, n, private_context=context,
                               **({"knowledge": knowledge} if way == "floe" else {}))
+    from ..cloud.errors import CloudError
+
+    error = ""
     try:
         text = _until_done(tokens, stop)
+    except CloudError as e:  # one failed answer, counted as wrong and reported, not the end of the evaluation
+        text, error = "", f"{type(e).__name__}: {e}"
     finally:  # a generation left early still ends (its stats, its cloud session) before they are read
         close = getattr(tokens, "close", None)
         if close is not None:
             close()
     s = gen.last_stats
-    return Answer(text, normalize(text) == normalize(record.completion), s.latency_ms, s.tokens, s.deadline_misses,
-                  s.cloud_share, s.bytes_sent, s.bytes_received)
+    return Answer(text, not error and normalize(text) == normalize(record.completion), s.latency_ms, s.tokens,
+                  s.deadline_misses, s.cloud_share, s.bytes_sent, s.bytes_received, error)

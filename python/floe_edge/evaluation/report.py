@@ -99,6 +99,7 @@ class Tally:
             return {"latency_ms": latency}
         mean = lambda xs: round(float(np.mean(xs)), 3)  # noqa: E731
         return {"latency_ms": latency, "deadline_misses": sum(a.deadline_misses for a in first),
+                "cloud_errors": sum(bool(a.error) for rtt in self.rtts for a in s.answers.get(rtt, [])),
                 "cloud_share": mean([a.cloud_share for a in first]),
                 "kb_up_per_query": mean([a.bytes_sent / 1e3 for a in first]),
                 "kb_down_per_query": mean([a.bytes_received / 1e3 for a in first]),
