@@ -45,7 +45,7 @@ def _accuracy(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
 def _latency(plt: Any, systems: Mapping[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, s in systems.items():
-        points = sorted((float(r), v["p50"]) for r, v in s.get("latency_ms", {}).items() if v.get("p50") is not None)
+        points = sorted((float(r), v) for r, v in s.get("latency_by_rtt_p50_ms", {}).items() if v is not None)
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     _finish(plt, fig, ax, path, "round-trip time (ms)", "answer latency p50 (ms)")

@@ -46,6 +46,7 @@ class _System:
     by_task: dict[str, _Counts] = field(default_factory=dict)
     by_novelty: dict[str, _Counts] = field(default_factory=dict)
     answers: dict[float, list[Answer]] = field(default_factory=dict)  # rtt -> answers measured at it
+    swept: dict[float, list[Answer]] = field(default_factory=dict)  # rtt -> the answers of records measured at all
 
     def rows(self, task: str, novel: Optional[bool]) -> list[_Counts]:
         rows = [self.all, self.by_task.setdefault(task, _Counts())]
@@ -80,8 +81,12 @@ class Tally:
             row.exact += int(exact)
             row.answered += 1
 
-    def add_answer(self, system: str, task: str, novel: Optional[bool], rtt: float, answer: Answer) -> None:
+    def add_answer(self, system: str, task: str, novel: Optional[bool], rtt: float, answer: Answer,
+                   swept: bool = False) -> None:
+        """`swept`: the record is answered at every RTT (latency against RTT compares those records only)."""
         self._system(system).answers.setdefault(rtt, []).append(answer)
+        if swept:
+            self._system(system).swept.setdefault(rtt, []).append(answer)
         if rtt == self.rtts[0]:
             self.add_exact(system, task, novel, answer.exact)
 
@@ -94,11 +99,14 @@ class Tally:
         latency = {f"{rtt:g}": {"p50": _percentile([a.latency_ms for a in s.answers[rtt]], 50),
                                 "p95": _percentile([a.latency_ms for a in s.answers[rtt]], 95),
                                 "n": len(s.answers[rtt])} for rtt in self.rtts if s.answers.get(rtt)}
+        sweep = {f"{rtt:g}": _percentile([a.latency_ms for a in s.swept[rtt]], 50) for rtt in self.rtts
+                 if s.swept.get(rtt)}
         first = s.answers.get(self.rtts[0], [])
         if not first:
             return {"latency_ms": latency}
         mean = lambda xs: round(float(np.mean(xs)), 3)  # noqa: E731
-        return {"latency_ms": latency, "deadline_misses": sum(a.deadline_misses for a in first),
+        return {"latency_ms": latency, "latency_by_rtt_p50_ms": sweep,
+                "deadline_misses": sum(a.deadline_misses for a in first),
                 "cloud_errors": sum(bool(a.error) for rtt in self.rtts for a in s.answers.get(rtt, [])),
                 "cloud_share": mean([a.cloud_share for a in first]),
                 "kb_up_per_query": mean([a.bytes_sent / 1e3 for a in first]),
