@@ -92,10 +92,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             lines += [f"### cloud {cloud}, adapter: {train} ({seconds / 60:.0f} min)", "",
                       *markdown_table(result, args.rtt[0]), "", *(f"- {line}" for line in verdict(result)),
                       *(f"- {note}" for note in result["notes"]), "",
-                      "Latency p50 by RTT (ms): " + "; ".join(
-                          f"{name} " + ", ".join(f"{r}: {v['p50']:.0f}" for r, v in s.get("latency_ms", {}).items()
-                                                 if v.get("p50") is not None)
-                          for name, s in result["systems"].items() if s.get("latency_ms")), "",
+                      "Latency p50 (ms) against RTT, over the records answered at every RTT: " + "; ".join(
+                          f"{name} " + ", ".join(f"{r} ms: {v:.0f}" for r, v in s["latency_by_rtt_p50_ms"].items()
+                                                 if v is not None)
+                          for name, s in result["systems"].items() if s.get("latency_by_rtt_p50_ms")), "",
                       f"Plots: `bench/eval/{cloud}_{train}_{{accuracy,latency,weights,bytes}}.png`; JSON: "
                       f"`bench/eval/{cloud}_{train}.json`.", ""]
             report = "\n".join(lines)

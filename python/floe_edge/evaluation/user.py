@@ -133,8 +133,8 @@ def _teacher_forced(dev: Any, opts: EvalOptions, record: Record, edge_adapters: 
     novel = _novel(record)
     tokens = record_tokens(dev.slm, record)
     targets = list(tokens.completion_ids)
-    rows = edge_rows(dev.slm, tokens, edge_adapters)
     generic = edge_rows(dev.slm, record_tokens(dev.slm, record, generic=True))
+    rows = edge_rows(dev.slm, tokens, edge_adapters)  # last: the private context stays cached for the answers
     evidence = dev.evidence(record, targets)
     want = np.asarray(targets)
     edge, cloud = rows.argmax(-1) == want, cloud_hits(evidence, targets)
