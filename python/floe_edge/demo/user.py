@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ..data.records import Record
+from ..evaluation.user import novel
 
 __all__ = ["DEMO_SEED", "DEMO_USER", "APP", "GATE_RECORDS", "TRAIN_PROFILE", "DemoUser", "load_user", "novel",
            "own_question", "user_adapter", "user_gate"]
@@ -55,12 +56,6 @@ def load_user(root: Optional[Path] = None) -> DemoUser:
     train, test = read_dataset(data)
     mine = lambda rs: [r for r in rs if r.user == DEMO_USER]  # noqa: E731
     return DemoUser(data, mine(train), mine(test))
-
-
-def novel(record: Record) -> Optional[bool]:
-    """`meta.novel` of a generated record: its world knowledge is one the user's history never needed."""
-    meta = record.extra.get("meta")
-    return bool(meta["novel"]) if isinstance(meta, dict) and "novel" in meta else None
 
 
 def own_question(user: DemoUser, text: str) -> Record:

@@ -8,8 +8,7 @@ without cloud evidence is the edge's. A position is right when the system's top-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -17,20 +16,9 @@ import numpy.typing as npt
 from ..cloud.link import Evidence
 from ..fusion import Fuser
 
-__all__ = ["RecordHits", "StaticGrid", "GRID", "cloud_hits", "fused_hits", "grid_hits"]
+__all__ = ["StaticGrid", "GRID", "cloud_hits", "fused_hits"]
 
 GRID = tuple(round(0.1 * i, 1) for i in range(11))  # static cloud weights tried (0: the edge alone, 1: the cloud)
-
-
-@dataclass
-class RecordHits:
-    """Per system, one bool per completion token; `grid` per static cloud weight of GRID."""
-
-    task: str
-    novel: Optional[bool]
-    n_tokens: int
-    systems: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
-    grid: dict[float, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
 
 def _edge_logits(rows: npt.NDArray[np.float32], j: int) -> npt.NDArray[np.float32]:
@@ -68,7 +56,3 @@ class StaticGrid:
              targets: Sequence[int]) -> dict[float, npt.NDArray[np.bool_]]:
         return {w: fused_hits(f, rows, evidence, targets) for w, f in self.fusers.items()}
 
-
-def grid_hits(grid: StaticGrid, rows: npt.NDArray[np.float32], evidence: Sequence[Optional[Evidence]],
-              targets: Sequence[int]) -> Mapping[float, npt.NDArray[np.bool_]]:
-    return grid.hits(rows, evidence, targets)

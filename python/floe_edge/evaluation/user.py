@@ -16,13 +16,15 @@ from .options import EvalOptions
 from .report import Tally
 from .teacher import GRID, StaticGrid, cloud_hits, fused_hits
 
-__all__ = ["HeldIn", "Prepared", "learn_held_in", "prepare_user", "score_user", "static_preset"]
+__all__ = ["novel", "HeldIn", "Prepared", "learn_held_in", "prepare_user", "score_user", "static_preset"]
 
 Say = Callable[[str], None]
 FLOE_SYSTEMS = ("floe-static", "floe-adaptive", "floe-gate")
 
 
-def _novel(record: Record) -> Optional[bool]:
+def novel(record: Record) -> Optional[bool]:
+    """`meta.novel` of a generated record (its world knowledge is one the user's history never needed), None for
+    data without it."""
     meta = record.extra.get("meta")
     return bool(meta["novel"]) if isinstance(meta, dict) and "novel" in meta else None
 
@@ -130,7 +132,7 @@ def static_preset(task: str) -> str:
 
 def _teacher_forced(dev: Any, opts: EvalOptions, record: Record, edge_adapters: list[Any], grid: StaticGrid,
                     fusers: dict[str, Any], tally: Tally) -> None:
-    novel = _novel(record)
+    is_novel = novel(record)
     tokens = record_tokens(dev.slm, record)
     targets = list(tokens.completion_ids)
     generic = edge_rows(dev.slm, record_tokens(dev.slm, record, generic=True))
@@ -149,9 +151,9 @@ def _teacher_forced(dev: Any, opts: EvalOptions, record: Record, edge_adapters: 
         hits[name.split(":")[0]] = fused_hits(fuser, rows, evidence, targets)
     for name, h in hits.items():
         if name in opts.systems or name == "edge-lora":
-            tally.add_hits(name, record.task, novel, h)
+            tally.add_hits(name, record.task, is_novel, h)
     if "oracle" in opts.systems:
-        tally.add_exact("oracle", record.task, novel, bool(hits["oracle"].all()))
+        tally.add_exact("oracle", record.task, is_novel, bool(hits["oracle"].all()))
     for w, h in grid_hits.items():
         tally.add_grid(w, h)
 
@@ -160,7 +162,7 @@ def _answers(dev: Any, opts: EvalOptions, record: Record, edge_adapters: list[An
              latency: bool) -> None:
     from ..netem import Profile
 
-    novel = _novel(record)
+    is_novel = novel(record)
     n = budget(len(record_tokens(dev.slm, record).completion_ids))
     kid = dev.knowledge(record)
     fusion = {"floe-static": static_preset(record.task), "floe-adaptive": "adaptive",
@@ -184,8 +186,8 @@ def _answers(dev: Any, opts: EvalOptions, record: Record, edge_adapters: list[An
             a = answer(gen, record, n, way=way, knowledge=kid)
             if i == 0 and name.startswith("edge"):
                 for r in opts.rtts:
-                    tally.add_answer(name, record.task, novel, r, a, swept=latency)
+                    tally.add_answer(name, record.task, is_novel, r, a, swept=latency)
                 if name == "edge" and edge_adapters:
-                    tally.add_answer("edge-lora", record.task, novel, opts.rtts[0], a)
+                    tally.add_answer("edge-lora", record.task, is_novel, opts.rtts[0], a)
             else:
-                tally.add_answer(name, record.task, novel, rtt, a, swept=latency)
+                tally.add_answer(name, record.task, is_novel, rtt, a, swept=latency)
