@@ -35,7 +35,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         path = resolve_model(args.model)
-        backend = LlamaBackend(path, n_ctx=args.ctx, n_threads=args.threads)
+        backend = LlamaBackend(path, n_ctx=args.ctx, n_threads=args.threads,
+                               saved_prefix_bytes=args.prompt_cache_mb << 20)
     except ImportError:
         print("floe: `floe cloud serve` needs llama-cpp-python: pip install 'floe-edge[cloud]'", file=sys.stderr)
         return 1
@@ -63,6 +64,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
 def register_serve(cloud_subparsers: Subparsers) -> None:
     """Add `serve` to the `floe cloud` subcommands."""
     p = cloud_subparsers.add_parser(
@@ -78,6 +86,9 @@ def register_serve(cloud_subparsers: Subparsers) -> None:
     p.add_argument("--tls-key", metavar="FILE")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--ctx", type=int, default=2048, help="context size in tokens")
+    p.add_argument("--prompt-cache-mb", type=_non_negative, default=256, metavar="MB",
+                   help="host memory for the KV states of prefixes a session left (a knowledge entry read again "
+                        "restores instead of decoding; 0: off)")
     p.add_argument("--max-k", type=int, default=DEFAULT_MAX_K)
     p.add_argument("--max-sessions-per-key", type=int, default=8)
     p.add_argument("--idle-expiry-s", type=float, default=300.0)

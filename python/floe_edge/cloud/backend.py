@@ -16,6 +16,7 @@ in for `LlamaBackend` (tests of the device-side client use a fake).
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .protocol import MAX_DRAFT, encode_vocab
+from .saved_prefixes import SavedPrefixes, common_prefix
 
 __all__ = ["Backend", "LlamaBackend", "TopK", "topk_logprobs"]
 
@@ -68,7 +70,7 @@ class LlamaBackend:
     """A GGUF model in llama-cpp-python with a prefix-reusing context. `n_evaluated` counts the tokens decoded."""
 
     def __init__(self, model_path: Union[str, os.PathLike], *, n_ctx: int = 2048, n_threads: int = 1,
-                 n_batch: int = 512, name: Optional[str] = None) -> None:
+                 n_batch: int = 512, name: Optional[str] = None, saved_prefix_bytes: int = 256 << 20) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -85,6 +87,7 @@ class LlamaBackend:
         self._rows: dict[int, npt.NDArray[np.float32]] = {}  # position -> logits after it (recent ones only)
         self._keep_rows = MAX_DRAFT + 2  # a full draft, then its acceptance, decode nothing twice
         self.n_evaluated = 0
+        self.saved = SavedPrefixes(saved_prefix_bytes)  # contexts switched away from, to come back to
         self._vocab: Any = None
         self._vocab_frame: Optional[bytes] = None
 
@@ -132,11 +135,9 @@ class LlamaBackend:
             raise ValueError(f"need 1 <= n_out ({n_out}) <= tokens ({len(tokens)}) <= n_ctx ({self.n_ctx})")
         first_out = len(tokens) - n_out
         out = {first_out + j for j in (range(n_out) if want is None else want)}
-        lcp = 0
-        for a, b in zip(self._ctx_tokens, tokens):
-            if a != b:
-                break
-            lcp += 1
+        lcp = common_prefix(self._ctx_tokens, tokens)
+        if len(tokens) - lcp >= self.saved.min_tokens:  # a long decode ahead: a saved prefix may spare it
+            lcp = self._restore(tokens, lcp)
         # Decode from the first needed position we hold no logits for (as llama's generate replays the last
         # prompt token when it is all cached, but without that replay when the logits were kept).
         keep = min([lcp] + [p for p in out if p < lcp and p not in self._rows])
@@ -151,7 +152,38 @@ class LlamaBackend:
         assert row is not None
         return row
 
+    def _restore(self, tokens: Sequence[int], lcp: int) -> int:
+        """Swap in the saved state sharing the longest prefix with `tokens`, if it beats the live context's `lcp`
+        (which is saved first); returns the prefix the context now shares with `tokens`."""
+        found = self.saved.best(tokens, lcp)
+        if found is None:
+            return lcp
+        key, state, shared = found
+        self._save()
+        self.reset()
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if self._lib.llama_state_seq_set_data(self.llama._ctx.ctx, buf, len(state), 0) != len(state):
+            self.reset()  # a state this context cannot take: decode instead
+            return 0
+        self._ctx_tokens = list(key)
+        return shared
+
+    def _save(self) -> None:
+        """Keep the live context's KV state (sequence 0) for a later request that comes back to it."""
+        if not self.saved.worth_saving(self._ctx_tokens):
+            return
+        ctx = self.llama._ctx.ctx
+        size = int(self._lib.llama_state_seq_get_size(ctx, 0))
+        if size <= 0 or size > self.saved.budget_bytes:
+            return
+        buf = (ctypes.c_uint8 * size)()
+        written = int(self._lib.llama_state_seq_get_data(ctx, buf, size, 0))
+        if written > 0:
+            self.saved.put(self._ctx_tokens, bytes(buf)[:written])
+
     def _truncate(self, keep: int) -> None:
+        if len(self._ctx_tokens) - keep >= self.saved.min_tokens:  # a context switch, not a draft rolled back
+            self._save()
         if keep < len(self._ctx_tokens):
             if keep == 0 or not self.llama._ctx.kv_cache_seq_rm(-1, keep, -1):
                 self.reset()  # partial removal unsupported: start over

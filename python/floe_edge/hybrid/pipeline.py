@@ -81,6 +81,7 @@ class CloudPipeline:
         self.request: Optional[Request] = None
         self.synced = 0  # committed tokens the cloud has been sent
         self.opening: Optional["concurrent.futures.Future[Any]"] = None
+        self.opening_since = 0.0
         self.opened = False
 
     # -- the session ---------------------------------------------------------------------------------------------
@@ -89,7 +90,9 @@ class CloudPipeline:
         # the keyword only when there is one: a backend without knowledge support keeps working
         extra: dict[str, Any] = {} if self.knowledge is None else {"knowledge": self.knowledge}
         self.opening = self.io.submit(self.cloud.open(list(self.shared_ids), self.prompt_bytes, **extra))
+        self.opening_since = now
         self.parts.scheduler.request_sent(now)
+        self.trace("open")
 
     def session_ready(self, now: float) -> bool:
         """Is the cloud session open? A failed open is retried at the probe interval."""
@@ -101,6 +104,7 @@ class CloudPipeline:
                 self.opening = None
             else:
                 self.opened, self.synced = True, 0
+                self.trace(f"opened after {(now - self.opening_since) * 1e3:.0f} ms")
                 return True
         if self.opening is None and self.parts.scheduler.should_probe(now):
             self.open(now)

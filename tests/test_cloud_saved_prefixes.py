@@ -1,0 +1,88 @@
+"""The cloud model's host-memory prefix cache: a context switched away from is saved, and a request that comes back
+to it restores it instead of decoding its prefix again, with the same results as a backend that never switched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from floe_edge.cloud.saved_prefixes import SavedPrefixes, common_prefix
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from floe_edge.cloud.backend import LlamaBackend  # noqa: E402
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([5, 6], [5, 6, 7]) == 2
+
+
+def test_best_picks_the_longest_shared_prefix_that_beats_the_live_context() -> None:
+    saved = SavedPrefixes(budget_bytes=1 << 20, min_tokens=3)
+    saved.put([1, 2, 3, 4, 5], b"a")
+    saved.put([1, 2, 3, 9, 9, 9], b"b")
+    assert saved.best([1, 2, 3, 4, 5, 6], beat=0)[1:] == (b"a", 5)
+    assert saved.best([1, 2, 3, 9, 9, 7], beat=0)[1:] == (b"b", 5)
+    assert saved.best([1, 2, 3, 4, 5, 6], beat=5) is None      # the live context shares as much
+    assert saved.best([1, 2, 7], beat=0) is None                # 2 shared tokens: under min_tokens
+    assert saved.hits == 2
+
+
+def test_short_states_are_not_kept_and_the_budget_drops_the_least_recently_used() -> None:
+    saved = SavedPrefixes(budget_bytes=10, min_tokens=2)
+    saved.put([1], b"x")
+    assert len(saved) == 0 and not saved.worth_saving([1])
+    saved.put([1, 2], b"aaaa")
+    saved.put([3, 4], b"bbbb")
+    assert saved.best([1, 2, 0], beat=0) is not None            # [1, 2] is now the most recent
+    saved.put([5, 6], b"cccc")                                  # 12 bytes > 10: [3, 4] goes
+    assert saved.best([3, 4, 0], beat=0) is None and saved.nbytes == 8
+    saved.put([7, 8], b"z" * 11)                                # larger than the whole budget: not kept
+    assert len(saved) == 2 and saved.worth_saving([7, 8])
+    with pytest.raises(ValueError):
+        SavedPrefixes(budget_bytes=-1)
+
+
+@pytest.fixture(scope="module")
+def texts() -> tuple[bytes, bytes]:
+    return (b"Places:\n" + b"The museum at 5 Long Road is open from 9 to 5. " * 12,
+            b"Device APIs:\n" + b"Lamps: power with th.sw(<id>, on|off). " * 12)
+
+
+def _same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for (ta, ia, la), (tb, ib, lb) in zip(a, b):
+        assert ta == tb and np.array_equal(ia, ib)
+        np.testing.assert_array_equal(la, lb)
+
+
+def test_coming_back_to_a_prefix_restores_it_with_the_results_of_staying(smollm2_path, texts) -> None:
+    a, b = texts
+    with LlamaBackend(smollm2_path, n_ctx=512) as cached, \
+            LlamaBackend(smollm2_path, n_ctx=512, saved_prefix_bytes=0) as stayed:
+        first = cached.tokenize(a) + cached.tokenize(b" First question?", add_bos=False)
+        other = cached.tokenize(b) + cached.tokenize(b" Another one", add_bos=False)
+        again = cached.tokenize(a) + cached.tokenize(b" Second question?", add_bos=False)
+        cached.topk(first, 8, n_draft=3)
+        cached.topk(other, 8, n_draft=3)            # the switch saves `first`'s context
+        assert len(cached.saved) == 1
+        n0 = cached.n_evaluated
+        got = cached.topk(again, 8, n_draft=3)
+        shared = common_prefix(first, again)
+        assert shared >= 64 and cached.saved.hits == 1
+        assert cached.n_evaluated - n0 == len(again) - shared + 3   # only what differs, and the draft
+        stayed.topk(first, 8, n_draft=3)            # the reference never left `first`'s context
+        _same(got, stayed.topk(again, 8, n_draft=3))
+
+
+def test_a_state_the_context_cannot_take_is_decoded_instead(smollm2_path, texts) -> None:
+    a, _ = texts
+    with LlamaBackend(smollm2_path, n_ctx=512) as cached, \
+            LlamaBackend(smollm2_path, n_ctx=512, saved_prefix_bytes=0) as plain:
+        seq = cached.tokenize(a) + cached.tokenize(b" A question?", add_bos=False)
+        cached.saved.put(seq[:-2], b"\x00" * 64)  # a corrupt state under a matching key
+        got = cached.topk(seq, 8, n_draft=2)
+        assert cached.n_evaluated == len(seq) + 2
+        _same(got, plain.topk(seq, 8, n_draft=2))
