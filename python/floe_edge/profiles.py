@@ -12,13 +12,13 @@ a ProfileError naming the file and the key.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from .board import model_profile
 from .fusion import PRESETS
 from .host import Host
 
@@ -268,18 +268,14 @@ def check_memory(profile: Profile, estimate: MemoryEstimate, override: str) -> N
 
 # -- detection --
 
-_PI_MODEL = re.compile(r"Raspberry Pi (?:Compute Module )?(\d)")
-
-
 def _choose_arm(host: Host) -> tuple[str, list[str]]:
     reasons = []
     if host.machine.lower() == "armv8l":
         reasons.append("machine armv8l: a 64-bit ARM kernel with a 32-bit userland")
     if "Raspberry Pi" in host.model:
-        match = _PI_MODEL.search(host.model)
-        generation = match.group(1) if match else ""
-        if generation in ("4", "5"):
-            return f"rpi{generation}", reasons + [f"device-tree model {host.model!r}: a Raspberry Pi {generation}"]
+        name = model_profile(host.model)
+        if name:
+            return name, reasons + [f"device-tree model {host.model!r}: a Raspberry Pi {name[3:]}"]
         return "rpi4", reasons + [f"device-tree model {host.model!r}: another Raspberry Pi; rpi4 is the closest "
                                   "profile (NEON, no dotprod)"]
     if "i8mm" in host.features and host.cores >= 8:
