@@ -57,13 +57,15 @@ def test_pi4(tmp_path: Path) -> None:
     assert data["throttling"]["raw"] == "0x50005" and data["model_profile"] == "rpi4"
     rows = dict(board.rows())
     assert rows["governor"] == "ondemand (cpu 0-3), driver cpufreq-dt"
-    assert rows["cpu_mhz"] == "max 1800, now 600-600 MHz"
+    assert rows["cpu_mhz"] == "max 1800, now 600"
     assert rows["throttling"] == "0x50005: now under-voltage, throttled; since boot under-voltage, throttled"
 
 
 def test_pi5_with_vcgencmd_powersave_and_a_cap(tmp_path: Path) -> None:
     root = fake_pi(tmp_path, PI5_MODEL, governor="powersave", max_khz=2400000, cap_khz=1500000, throttled="0")
+    write(root, "sys/devices/system/cpu/cpu3/cpufreq/scaling_cur_freq", "1500000\n")
     board = read_board(str(root), vcgencmd=lambda: "throttled=0x80000\n")  # the command wins over sysfs
+    assert dict(board.rows())["cpu_mhz"] == "max 2400, now 600-1500"
     assert board.model_profile == "rpi5" and board.throttling is not None
     assert board.throttling.source == "vcgencmd get_throttled"
     assert board.throttling.now == [] and board.throttling.occurred == ["soft temperature limit"]

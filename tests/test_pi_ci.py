@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,19 @@ def test_pi_runner_workflow() -> None:
     upload = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload and upload[0]["if"] == "always()" and upload[0]["with"]["path"] == "ci-out/"
     assert job["defaults"]["run"]["shell"] == "bash"  # pipefail: a failing bench is not hidden by tee
+
+
+# -- docs/boards.md --
+
+def test_boards_doc_names_real_files_and_presets() -> None:
+    doc = (ROOT / "docs" / "boards.md").read_text()
+    others = {"targets/ci/arm64-rootfs.sh", "targets/ci/nightly.sh",  # the nightly job's files (another change)
+              ".github/workflows/pi-runner.yml"}  # where the user copies targets/ci/pi-runner.yml
+    paths = set(re.findall(r"`((?:targets|tests|bench|tools|\.ci|\.github)/[\w./-]+)`", doc)) - others
+    assert len(paths) > 10 and not [p for p in sorted(paths) if not (ROOT / p.split()[0]).exists()]
+    presets = json.loads((ROOT / "CMakePresets.json").read_text())
+    names = {p["name"] for kind in ("configurePresets", "testPresets") for p in presets[kind]}
+    used = set(re.findall(r"--preset ([\w-]+)", doc)) | set(re.findall(r"`([\w-]+-release(?:-max)?)`", doc))
+    assert used and used <= names, used - names
+    assert re.search(r"needs the Android NDK[^.]*do not\s+have", doc)  # says the NDK is not on these machines
+    assert "[docs/boards.md](docs/boards.md)" in (ROOT / "README.md").read_text()

@@ -60,7 +60,7 @@ def test_the_wheels_are_tested(cibw: dict[str, Any]) -> None:
         assert command.startswith("python -m pytest ")  # Android runs Python commands only
         for test in re.findall(r"tests/\S+\.py", command):
             assert (ROOT / test).is_file(), test
-    assert "pytest>=7" in cibw["test-requires"] and cibw["test-sources"] == ["tests"]
+    assert "pytest>=7" in cibw["test-requires"] and cibw["test-sources"] == ["tests", "targets/profiles"]
     # only armv7l skips its tests (no numpy armv7l wheels on PyPI), and says so
     assert cibw["linux"]["test-skip"] == "*_armv7l" and "test-skip" not in cibw
 

@@ -146,8 +146,8 @@ class Board:
         maxes = sorted({f.max_mhz for f in self.cpufreq if f.max_mhz})
         curs = [f.cur_mhz for f in self.cpufreq if f.cur_mhz]
         if maxes:
-            now = f", now {min(curs):.0f}-{max(curs):.0f} MHz" if curs else ""
-            rows.append(("cpu_mhz", "max " + " / ".join(f"{m:.0f}" for m in maxes) + now))
+            now = f"{min(curs):.0f}" + (f"-{max(curs):.0f}" if max(curs) > min(curs) else "") if curs else ""
+            rows.append(("cpu_mhz", "max " + " / ".join(f"{m:.0f}" for m in maxes) + (f", now {now}" if now else "")))
         rows.append(("throttling", self.throttling.describe() if self.throttling else "unknown (no Raspberry Pi "
                                                                                        "firmware here)"))
         if self.temperatures:
