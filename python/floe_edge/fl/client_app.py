@@ -26,7 +26,7 @@ def train(msg: Message, context: Context) -> Message:
     spec = spec_for_node(settings.specs(), dict(context.node_config))
     client = settings.client_settings()
     received = from_record(msg.content["arrays"])
-    server_round = int(msg.content["config"].get("server-round", 0))
+    server_round = int(str(msg.content["config"].get("server-round", 0)))  # a ConfigRecord value: any scalar type
     last = server_round == settings.num_server_rounds and bool(settings.personal_store)
     factors, examples, metrics = local_round(spec, client, received, server_round, settings.evaluate,
                                              Path(settings.personal_store) if last else None)
