@@ -44,7 +44,7 @@ def test_profiles_suit_their_hardware() -> None:
     assert pi4.variant == "neon" and pi4.threads == 4  # the A72 has no dotprod: neon_dotprod would SIGILL
     assert pi5.variant == "neon_dotprod" and pi5.threads == 4
     assert phone.threads == 5  # the big cores only, of 8
-    assert load_profile("x86-avx2").variant == "avx2" and load_profile("x86-avx512").variant == "avx512"
+    assert load_profile("x86-avx2").variant == "avx2" and load_profile("x86-avx512").variant == "avx512_vnni"
     assert pi4.lora.rank < pi5.lora.rank < load_profile("x86-avx2").lora.rank  # rank grows with the hardware
     assert pi4.lora.scale == pi4.lora.alpha / pi4.lora.rank
     assert pi4.memory_mb < load_profile("x86-avx512").memory_mb
@@ -133,6 +133,7 @@ ZEN1_FLAGS = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2"
 AVX512_FLAGS = ZEN1_FLAGS | frozenset("avx512f avx512bw avx512vl avx512_vnni".split())
 ARM_DOT, ARM, X86_512, X86_2 = ("neon_dotprod", "neon", "ref"), ("neon", "ref"), ("avx512", "avx2", "ref"), \
     ("avx2", "ref")
+X86_VNNI = ("avx512_vnni", *X86_512)
 
 HOSTS = {  # id: (host, profile, variant, threads, facts the reasons must mention)
     "pi4": (Host("aarch64", PI4_FEATURES, 4, "Raspberry Pi 4 Model B Rev 1.4", ARM), "rpi4", "neon", 4,
@@ -154,7 +155,10 @@ HOSTS = {  # id: (host, profile, variant, threads, facts the reasons must mentio
                      ["only 4 cores", "asimddp"]),
     "a53-board": (Host("aarch64", PI4_FEATURES, 4, "", ARM), "rpi4", "neon", 4, ["no asimddp"]),
     "zen1": (Host("x86_64", ZEN1_FLAGS, 8, "", X86_2), "x86-avx2", "avx2", 4, ["AVX2", "without AVX-512"]),
-    "avx512": (Host("x86_64", AVX512_FLAGS, 16, "", X86_512), "x86-avx512", "avx512", 8, ["avx512 kernels"]),
+    "avx512-vnni": (Host("x86_64", AVX512_FLAGS, 16, "", X86_VNNI), "x86-avx512", "avx512_vnni", 8,
+                    ["avx512 kernels"]),
+    "avx512": (Host("x86_64", AVX512_FLAGS, 16, "", X86_512), "x86-avx512", "avx512", 8,  # no VNNI: the fallback
+               ["avx512 kernels", "avx512_vnni is not available here", "using avx512"]),
     "avx512-small-vm": (Host("x86_64", AVX512_FLAGS, 2, "", X86_512), "x86-avx512", "avx512", 2,
                         ["threads 8 -> 2", "2 cores"]),
     "avx512f-not-runnable": (Host("x86_64", AVX512_FLAGS, 8, "", X86_2), "x86-avx2", "avx2", 4, ["avx512f"]),
