@@ -4,6 +4,7 @@
     python bench/eval.py                                  # both clouds, --train none and local; writes BENCHMARKS.md
     python bench/eval.py --clouds gemma3-270m --train local --users 3 --per-task 4
     python bench/eval.py --from-json                      # rewrite the section from bench/eval/*.json (no run)
+    python bench/eval.py --train local federated --reuse  # run only the configurations without a JSON yet
 
 Data: `floe data generate --users U --seed S` (every other held-out record is novel: it needs world knowledge the
 user's history lacks). Each configuration runs `floe_edge.evaluation.run_eval` (the code behind `floe eval`) with the
@@ -40,6 +41,7 @@ def _run(args: argparse.Namespace, data: Path, cloud: str, train: str) -> tuple[
     t0 = time.perf_counter()
     result = run_eval(opts, lambda line: print(line, file=sys.stderr, flush=True))
     seconds = result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["measured"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load {load()} at the end"
     OUT.mkdir(exist_ok=True)
     name = f"{cloud}_{train}"
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -50,7 +52,7 @@ def _run(args: argparse.Namespace, data: Path, cloud: str, train: str) -> tuple[
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clouds", nargs="+", default=["gemma3-270m", "smollm2-135m"])
-    ap.add_argument("--train", nargs="+", default=["local", "none"], choices=["none", "local"])
+    ap.add_argument("--train", nargs="+", default=["local", "none"], choices=["none", "local", "federated"])
     ap.add_argument("--users", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-task", type=int, default=4, help="held-out records per user and task")
@@ -62,6 +64,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--from-json", action="store_true",
                     help="rebuild the section from the JSON files a previous run left in bench/eval/")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a configuration's results from bench/eval/ when a previous run left them there")
     args = ap.parse_args(argv)
 
     from floe_edge import kernels
@@ -79,17 +83,21 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"{args.per_task} held-out records per user and task (half of them novel: world knowledge the user's "
              f"history lacks), the gate and static weights learned on {args.gate_records} held-in records per user "
              f"and task. Edge SmolLM2-135M Q4_1 (1 thread, core 0; with `--train local` a LoRA per user at the "
-             f"`{args.hw_profile}` profile), cloud on core 1 with the records' cloud contexts as its knowledge base, "
+             f"`{args.hw_profile}` profile; with `--train federated` the users federate on Flower, 3 rounds of 20 "
+             f"steps, each edge stacking the global and its personal adapter, the gates averaged), cloud on core 1 "
+             f"with the records' cloud contexts as its knowledge base, "
              f"top-8 per position, 200 ms/token deadline. Exact match and cost at the first RTT; latency p50 over "
              f"all records, the other RTTs on {args.latency_records} records per user.", ""]
     for cloud in args.clouds:
         for train in args.train:
-            if args.from_json:
-                result = json.loads((OUT / f"{cloud}_{train}.json").read_text())
+            stored = OUT / f"{cloud}_{train}.json"
+            if args.from_json or (args.reuse and stored.exists()):
+                result = json.loads(stored.read_text())
                 seconds = result.get("seconds", float("nan"))
             else:
                 result, seconds = _run(args, data, cloud, train)
-            lines += [f"### cloud {cloud}, adapter: {train} ({seconds / 60:.0f} min)", "",
+            when = result.get("measured", "measured by an earlier run of this command")
+            lines += [f"### cloud {cloud}, adapter: {train} ({seconds / 60:.0f} min; {when})", "",
                       *markdown_table(result, args.rtt[0]), "", *(f"- {line}" for line in verdict(result)),
                       *(f"- {note}" for note in result["notes"]), "",
                       "Latency p50 (ms) against RTT, over the records answered at every RTT: " + "; ".join(

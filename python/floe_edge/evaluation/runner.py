@@ -129,7 +129,10 @@ def run_eval(opts: EvalOptions, say: Say = lambda _: None) -> dict[str, Any]:
         work.mkdir(parents=True, exist_ok=True)
         everything = [r for rs in (*held_out.values(), *held_in.values()) for r in rs]
         dev = stack.enter_context(_device(opts, everything, work))
-        adapters = train_adapters(opts, {u: held_in_all.get(u, []) for u in held_out}, work, say)
+        # a federation is every device of the folder (train.jsonl), whichever of them are evaluated
+        devices = select(train, None, None) if opts.train == "federated" else held_in_all
+        adapters = train_adapters(opts, {u: devices.get(u, []) for u in {**held_out, **devices}
+                                         if opts.train == "federated" or u in held_out}, work, say)
         prepared = {}
         for user in held_out:
             say(f"user {user}: the gate from {len(held_in.get(user, []))} held-in records")
