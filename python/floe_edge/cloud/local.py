@@ -24,6 +24,22 @@ def other_core(avoid: int = 0) -> Optional[int]:
     return rest[0] if rest else None
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec (Linux): SIGTERM when the thread that started it exits, so a parent killed
+    without cleanup (SIGKILL, OOM) leaves no cloud server behind holding a core and its model."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 class LocalCloud:
     """`with LocalCloud(gguf_path, core=1) as c: c.url, c.api_key` -- started, healthy, and stopped on exit."""
 
@@ -42,11 +58,12 @@ class LocalCloud:
         cmd = [sys.executable, "-m", "floe_edge.cli", "cloud", "serve", "--model", self.model, "--port", "0",
                "--threads", str(self.threads), "--ctx", str(self.n_ctx), "--json", *self.extra_args]
         env = dict(os.environ, FLOE_API_KEY=self.api_key)  # not on the command line, where `ps` shows it
-        core = self.core
+        core, parent = self.core, os.getpid()
 
         def pin() -> None:
             if core is not None and hasattr(os, "sched_setaffinity"):
                 os.sched_setaffinity(0, {core})
+            _die_with_parent(parent)
 
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                       preexec_fn=pin)
