@@ -25,7 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ goes last on the path: bench/kernels.py must not shadow the `kernels` package transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent))
 from common import load, machine, write_section  # noqa: E402
 
 CLIENTS = "u1:rpi4:{low},u2:rpi5,u3:x86-avx2"  # u1: the device with little data
