@@ -147,16 +147,19 @@ copy_source() {
     local rev
     rev=$(git -C "$repo" stash create 2>/dev/null || true)
     rev=${rev:-HEAD}
-    tree=$(git -C "$repo" rev-parse "$rev^{tree}")
+    # the wheel's cache key: the files that go into it (README.md only gives its long description: left out, so a
+    # documentation commit does not cost a 15-30 minute emulated rebuild)
+    tree=$(git -C "$repo" ls-tree -r "$rev" -- src python CMakeLists.txt pyproject.toml targets/profiles \
+        | sha256sum | cut -c1-16)
     rm -rf "$root/work/src" && mkdir -p "$root/work/src"
     git -C "$repo" archive "$rev" | tar -x -C "$root/work/src"
-    log "source: tree ${tree:0:12} copied to /work/src"
+    log "source: $(git -C "$repo" rev-parse --short "$rev") copied to /work/src (wheel key $tree)"
 }
 
 # Build the wheel in the emulated userland (Debian's native gcc: -march=armv8-a baseline, dotprod only in its
-# variant file; -mno-outline-atomics comes from CMakeLists), cached by source tree and rootfs.
+# variant file; -mno-outline-atomics comes from CMakeLists), cached by its sources and the rootfs.
 build_wheel() {
-    local out=$cache/wheels/$arch/${tree:0:16}-$(rootfs_key)
+    local out=$cache/wheels/$arch/$tree-$(rootfs_key)
     wheel=$(compgen -G "$out/floe_edge-*.whl" | head -n1 || true)
     if [ -n "$wheel" ]; then
         log "wheel: cached $wheel"

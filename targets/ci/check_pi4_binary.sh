@@ -75,7 +75,7 @@ check_elf() {
     fi
     count=$(printf '%s' "$hits" | grep -c . || true)
     if [ "$count" -ne 0 ]; then
-        echo "FAIL $label: $count instruction(s) a Cortex-A72 cannot run, outside a dispatched variant:"
+        echo "FAIL $label: $count instruction(s) a Cortex-A72 cannot run$([ "$portable" = 1 ] && echo ', outside a dispatched variant'):"
         printf '%s\n' "$hits" | head -n 40
         return 1
     fi
