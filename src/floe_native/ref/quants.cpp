@@ -50,7 +50,10 @@ void quantize_q8_0_weights(const float* x, void* vy, int64_t n) {
     auto* y = static_cast<block_q8_0*>(vy);
     for (int64_t i = 0; i < n / QK; ++i, x += QK) {
         const float d = absmax(x) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        // a denormal d whose inverse overflows gives x * id = inf, and inf -> int8 is undefined (x86: 0, aarch64
+        // saturates to -1: found by the emulated arm64 run); such a d is 0 in fp16, so 0 is what the block holds
+        const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = std::isfinite(inv) ? inv : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
     }
