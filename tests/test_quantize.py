@@ -45,8 +45,11 @@ def edge_cases() -> list[np.ndarray]:
     return [
         np.zeros(64, np.float32),
         -np.zeros(32, np.float32),
+        np.array([0.0] + [-0.0] * 31, np.float32),  # q4_1 min: the first zero, whatever fmin does (aarch64 FMINNM)
+        np.array([-0.0] + [0.0] * 31, np.float32),
         np.full(32, 7.25, np.float32),  # constant block: q4_1 d == 0
         np.array([1e-30] * 32, np.float32),  # scale underflows fp16
+        np.full(32, 1.880791e-37, np.float32),  # q8_0: 1/d overflows to inf (inf -> int8 differs on aarch64)
         np.array([6.0e4, -6.0e4] * 16, np.float32),  # near fp16 max
         np.linspace(-1, 1, 96, dtype=np.float32),
         ties,

@@ -1,6 +1,7 @@
 // Reference quantizers: weights exactly as ggml's quantize_row_*_ref (= gguf.quants), activations as ggml's SIMD paths.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "floe/kernels.h"
 
@@ -49,7 +50,10 @@ void quantize_q8_0_weights(const float* x, void* vy, int64_t n) {
     auto* y = static_cast<block_q8_0*>(vy);
     for (int64_t i = 0; i < n / QK; ++i, x += QK) {
         const float d = absmax(x) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        // a denormal d whose inverse overflows gives x * id = inf, and inf -> int8 is undefined (x86: 0, aarch64
+        // saturates to -1: found by the emulated arm64 run); such a d is 0 in fp16, so 0 is what the block holds
+        const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = std::isfinite(inv) ? inv : 0.0f;
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
     }
@@ -79,10 +83,12 @@ void quantize_q4_0(const float* x, void* vy, int64_t n) {
 void quantize_q4_1(const float* x, void* vy, int64_t n) {
     auto* y = static_cast<block_q4_1*>(vy);
     for (int64_t i = 0; i < n / QK; ++i, x += QK) {
-        float min = x[0], max = x[0];
-        for (int j = 1; j < QK; ++j) {
-            min = std::fmin(min, x[j]);
-            max = std::fmax(max, x[j]);
+        // ggml's loop, not std::fmin/fmax: with +0.0 and -0.0 in a block, fmin's pick is the platform's
+        // (aarch64's FMINNM takes -0.0, found by the emulated arm64 test run), ggml keeps the first zero
+        float min = std::numeric_limits<float>::max(), max = -std::numeric_limits<float>::max();
+        for (int j = 0; j < QK; ++j) {
+            if (x[j] < min) min = x[j];
+            if (x[j] > max) max = x[j];
         }
         const float d = (max - min) / 15.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;

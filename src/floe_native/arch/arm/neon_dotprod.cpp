@@ -10,6 +10,8 @@
 namespace floe {
 namespace {
 
+// The name matters: every kernel of this variant is instantiated with DotSdot and carries it, which is how
+// targets/ci/check_pi4_binary.sh --portable tells this variant's SDOT from a stray one elsewhere.
 struct DotSdot {
     static int32x4_t dot_q4(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
         return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, a0), w1, a1);
