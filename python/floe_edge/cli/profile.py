@@ -70,9 +70,10 @@ def add_profile_option(parser: argparse.ArgumentParser, *flags: str, applies: st
 
 
 def _settings(profile: Profile) -> dict[str, Any]:
-    """The flags (by dest) a profile sets."""
+    """The flags (by dest) a profile sets (a litert profile: the NPU, where its delegate is present)."""
+    litert = {"backend": "litert", "delegate": "npu"} if profile.backend == "litert" else {}
     return {"threads": profile.threads, "variant": profile.variant, "deadline_ms": profile.hybrid.deadline_ms,
-            "fusion": profile.hybrid.fusion}
+            "fusion": profile.hybrid.fusion, **litert}
 
 
 def apply_profile(args: argparse.Namespace) -> None:
@@ -90,7 +91,7 @@ def _fill_from_profile(args: argparse.Namespace) -> None:
     from ..profiles import load_profile
 
     profile = load_profile(args.hw_profile)
-    if profile.backend != "native":
+    if profile.backend != "native" and not hasattr(args, "backend"):
         raise ValueError(f"profile {profile.name} wants backend {profile.backend!r}; this command runs the native "
                          "backend only")
     if not given(args, "variant") and profile.variant not in kernels.variants():
