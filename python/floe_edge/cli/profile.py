@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
@@ -92,8 +93,8 @@ def _fill_from_profile(args: argparse.Namespace) -> None:
 
     profile = load_profile(args.hw_profile)
     if profile.backend != "native" and not hasattr(args, "backend"):
-        raise ValueError(f"profile {profile.name} wants backend {profile.backend!r}; this command runs the native "
-                         "backend only")
+        print(f"floe: profile {profile.name} names backend {profile.backend}; this command runs the native backend "
+              "with its other settings", file=sys.stderr)
     if not given(args, "variant") and profile.variant not in kernels.variants():
         raise ValueError(f"profile {profile.name} wants kernel variant {profile.variant}, which this CPU cannot run "
                          f"(available: {', '.join(kernels.variants())})")

@@ -24,7 +24,10 @@ __all__ = ["QUANTS", "export_litert", "require_export_extra"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str], None]  # told each phase as it starts
-QUANTS = {"int8": "dynamic_int8", "fp16": "fp16", "none": "none"}  # ours -> litert-torch's QuantizationName
+# ours -> litert-torch's QuantizationName. int8: int8 per-channel weights, float activations; int8-dynamic: activations
+# quantized to int8 per row at run time too (dynamic range: XNNPACK's integer kernels). Measured on a 2-layer SmolLM2
+# against NativeSLM on the same f32 weights, teacher forced: int8 98.3%, int8-dynamic 95% argmax agreement.
+QUANTS = {"int8": "weight_only_int8", "int8-dynamic": "dynamic_int8", "fp16": "fp16", "none": "none"}
 
 
 def require_export_extra() -> None:
@@ -138,8 +141,9 @@ def _litert_model(hf: Any, kv_cache_max: int) -> Any:
 
 def _rope_theta(config: Any) -> float:
     params = getattr(config, "rope_parameters", None) or {}  # transformers 5 keeps it there
-    theta = params.get("rope_theta") if isinstance(params, dict) else None
-    return float(theta or getattr(config, "rope_theta", 10000.0))
+    theta: Any = (params.get("rope_theta") if isinstance(params, dict) else None) or getattr(config, "rope_theta",
+                                                                                            10000.0)
+    return float(theta)
 
 
 def _check_args(gguf: Path, quant: str, n_ctx: int, prefill: Sequence[int]) -> None:

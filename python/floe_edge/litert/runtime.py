@@ -31,7 +31,7 @@ def interpreter_module() -> Any:
         from ai_edge_litert import interpreter
     except ImportError:
         try:
-            from tflite_runtime import interpreter  # type: ignore[import-not-found, no-redef]
+            from tflite_runtime import interpreter
         except ImportError:
             raise LiteRTMissingError("the LiteRT backend needs ai-edge-litert (or tflite-runtime): "
                                      "pip install 'floe-edge[litert]'") from None

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import _native
-from ..slm import GenerationStats, ModelClosedError, NativeSLM
+from ..sampling import Sampler
+from ..slm import GeneratedToken, GenerationStats, ModelClosedError, NativeSLM
 from .runtime import open_interpreter
 from .sidecar import LiteRTError, Sidecar, file_sha256, tokenizer_fingerprint
 
@@ -185,6 +186,9 @@ class LiteRTSLM:
             raise ValueError(f"truncate: n_past must be in 0..{self.n_past}, got {n_past}")
         del self._tokens[n_past:]
 
-    # the same streaming generation as NativeSLM's (it uses only tokenize, eval, n_ctx and the tokenizer)
-    generate = NativeSLM.generate
+    def generate(self, prompt: Union[str, Sequence[int]], n: int = 64, sampler: Optional[Sampler] = None,
+                 stop_at_eog: bool = True) -> Iterator[GeneratedToken]:
+        """NativeSLM's streaming generation (it uses only tokenize, eval, truncate/reset, cached_tokens, n_ctx and
+        the tokenizer, which this class has too); stats in last_stats."""
+        return NativeSLM.generate(self, prompt, n, sampler, stop_at_eog)  # type: ignore[arg-type]
 
