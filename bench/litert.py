@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The LiteRT backend vs NativeSLM vs llama.cpp on the same edge model (SmolLM2-135M Q4_1), same run.
 
-    python bench/litert.py                       # exports SmolLM2-135M (int8, --ctx 1024) once, then measures
+    python bench/litert.py                       # exports SmolLM2-135M (int8 and int8-dynamic, --ctx 1024) once
     python bench/litert.py --llama-python /path/to/python --no-write
 
 Every measurement runs in a fresh child process pinned with taskset (core 0; cores 0-1 for 2 threads), the three
@@ -33,13 +33,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load, machine, write_section  # noqa: E402
 
+# bench/ off the path again: its kernels.py would stand in for the `kernels` package transformers imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 PROMPT = list(range(1000, 1000 + 128))  # fixed ids: tokenization is not what is measured
-ENGINES = ("litert", "native", "llama")
+QUANTS = ("int8", "int8-dynamic")
+ENGINES = (*(f"litert-{q}" for q in QUANTS), "native", "llama")
 TASKS = ("decode", "prefill64")
 
 
 def open_engine(engine: str, path: str, threads: int) -> Any:
-    if engine == "litert":
+    if engine.startswith("litert"):
         from floe_edge.litert import LiteRTSLM
 
         return LiteRTSLM(path, threads=threads, verify=False)
@@ -92,6 +96,10 @@ def run_child(python: str, engine: str, path: Path, threads: int, task: str) -> 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def tflite_of(args: argparse.Namespace, engine: str) -> Path:
+    return args.dir / f"smollm2-135m-{engine.removeprefix('litert-')}.tflite"
+
+
 def agreement(gguf: Path, tflite: Path, n: int = 256) -> float:
     import json.decoder
 
@@ -103,42 +111,46 @@ def agreement(gguf: Path, tflite: Path, n: int = 256) -> float:
         return float((native.eval(ids).argmax(1) == lt.eval(ids).argmax(1)).mean())
 
 
-def measure(args: argparse.Namespace, gguf: Path, tflite: Path) -> dict[tuple[str, str, int], dict[str, float]]:
+def measure(args: argparse.Namespace, gguf: Path) -> dict[tuple[str, str, int], dict[str, float]]:
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for threads in (1, 2):
         for task in TASKS:
             for _ in range(args.reps):
                 for engine in ENGINES:
                     python = args.llama_python if engine == "llama" else sys.executable
-                    r = run_child(python, engine, tflite if engine == "litert" else gguf, threads, task)
+                    model = tflite_of(args, engine) if engine.startswith("litert") else gguf
+                    r = run_child(python, engine, model, threads, task)
                     results.setdefault((engine, task, threads), []).append(r)
-                    print(f"{engine:7s} {task:9s} t={threads} {r['value']:8.1f}", file=sys.stderr, flush=True)
+                    print(f"{engine:19s} {task:9s} t={threads} {r['value']:8.1f}", file=sys.stderr, flush=True)
     return {k: {"value": statistics.median(r["value"] for r in v), "rss_mb": max(r["rss_mb"] for r in v)}
             for k, v in results.items()}
 
 
-def section(gguf: Path, tflite: Path, res: dict[tuple[str, str, int], dict[str, float]], agree: float,
-            load_before: str) -> str:
-    card = json.loads(Path(str(tflite) + ".json").read_text())
+def section(args: argparse.Namespace, gguf: Path, res: dict[tuple[str, str, int], dict[str, float]],
+            agree: dict[str, float], load_before: str) -> str:
+    cards = {q: json.loads(Path(str(tflite_of(args, f"litert-{q}")) + ".json").read_text()) for q in QUANTS}
     rows = []
     for threads in (1, 2):
         for task in TASKS:
             v = {e: res[(e, task, threads)]["value"] for e in ENGINES}
-            rows.append(f"| {task} | {threads} | {v['litert']:.1f} | {v['native']:.1f} | {v['llama']:.1f} | "
-                        f"{v['litert'] / v['native']:.2f} | {v['litert'] / v['llama']:.2f} |")
+            lt = " | ".join(f"{v[f'litert-{q}']:.1f}" for q in QUANTS)
+            ratio = " | ".join(f"{v[f'litert-{q}'] / v['native']:.2f}" for q in QUANTS)
+            rows.append(f"| {task} | {threads} | {lt} | {v['native']:.1f} | {v['llama']:.1f} | {ratio} |")
     rss = {e: max(res[(e, t, n)]["rss_mb"] for t in TASKS for n in (1, 2)) for e in ENGINES}
+    head_lt = " | ".join(f"LiteRT {q}" for q in QUANTS)
+    head_ratio = " | ".join(f"{q} / native" for q in QUANTS)
+    files = ", ".join(f".tflite {q} {c['tflite_bytes'] / 1e6:.1f} MB (export {c['export']['seconds']:.0f} s, peak RSS "
+                      f"{c['export']['peak_rss_mb']:.0f} MB)" for q, c in cards.items())
     return "\n".join([
         "## LiteRT backend vs NativeSLM vs llama.cpp (bench/litert.py)", "",
         f"{machine()}; {datetime.now(timezone.utc):%Y-%m-%d}; load before {load_before}, after {load()}. "
-        f"SmolLM2-135M-Instruct: GGUF Q4_1 for NativeSLM and llama.cpp, `floe export litert` {card['quant']} "
-        f"(XNNPACK, no delegate) for LiteRT; tok/s, median of the runs, each in a fresh process pinned with taskset.",
-        "", "| task | threads | LiteRT | NativeSLM | llama.cpp | LiteRT / native | LiteRT / llama.cpp |",
-        "|---|---|---|---|---|---|---|", *rows, "",
-        f"Files: GGUF {gguf.stat().st_size / 1e6:.1f} MB, .tflite {card['tflite_bytes'] / 1e6:.1f} MB. Peak RSS: "
-        f"LiteRT {rss['litert']:.0f} MB, NativeSLM {rss['native']:.0f} MB, llama.cpp {rss['llama']:.0f} MB. Export: "
-        f"{card['export']['seconds']:.0f} s, peak RSS {card['export']['peak_rss_mb']:.0f} MB (on a loaded machine: "
-        f"see load). Teacher-forced argmax agreement LiteRT vs NativeSLM, 256 positions of stdlib text: "
-        f"{100 * agree:.1f}%.", ""])
+        "SmolLM2-135M-Instruct: GGUF Q4_1 for NativeSLM and llama.cpp, `floe export litert` for LiteRT (XNNPACK, "
+        "no delegate); tok/s, median of the runs, each in a fresh process pinned with taskset.", "",
+        f"| task | threads | {head_lt} | NativeSLM | llama.cpp | {head_ratio} |",
+        "|---|---|" + "---|" * (2 * len(QUANTS) + 2), *rows, "",
+        f"Files: GGUF {gguf.stat().st_size / 1e6:.1f} MB, {files}. Peak RSS while measuring: "
+        + ", ".join(f"{e} {rss[e]:.0f} MB" for e in ENGINES) + ". Teacher-forced argmax agreement with NativeSLM, "
+        "256 positions of stdlib text: " + ", ".join(f"{q} {100 * a:.1f}%" for q, a in agree.items()) + ".", ""])
 
 
 def main() -> None:
@@ -147,8 +159,8 @@ def main() -> None:
     p.add_argument("--model", help="(child) the model file")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", choices=TASKS)
-    p.add_argument("--tflite", type=Path, default=Path("build/bench/smollm2-135m-int8.tflite"))
-    p.add_argument("--quant", default="int8")
+    p.add_argument("--dir", type=Path, default=Path("build/bench"), help="where the exported models are kept")
+    p.add_argument("--export-only", action="store_true", help="export the models, measure nothing")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--llama-python", default=sys.executable)
     p.add_argument("--no-write", action="store_true")
@@ -160,12 +172,15 @@ def main() -> None:
     from floe_edge.litert import export_litert
 
     gguf = models.pull("smollm2-135m")
-    if not args.tflite.exists():
-        export_litert(gguf, args.tflite, quant=args.quant, n_ctx=1024, prefill=(8, 64),
-                      progress=lambda s: print(f".. {s}", file=sys.stderr, flush=True))
+    for q in QUANTS:
+        if not tflite_of(args, f"litert-{q}").exists():
+            export_litert(gguf, tflite_of(args, f"litert-{q}"), quant=q, n_ctx=1024, prefill=(8, 64),
+                          progress=lambda s: print(f".. {s}", file=sys.stderr, flush=True))
+    if args.export_only:
+        return
     load_before = load()
-    agree = agreement(gguf, args.tflite)
-    text = section(gguf, args.tflite, measure(args, gguf, args.tflite), agree, load_before)
+    agree = {q: agreement(gguf, tflite_of(args, f"litert-{q}")) for q in QUANTS}
+    text = section(args, gguf, measure(args, gguf), agree, load_before)
     print(text)
     if not args.no_write:
         write_section("litert", text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
@@ -27,6 +28,39 @@ from .sidecar import LiteRTError, Sidecar, file_sha256, tokenizer_fingerprint
 __all__ = ["LiteRTSLM"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class _Signature:
+    """One signature's subgraph and tensor indices, used through numpy views of the interpreter's own buffers (the
+    SignatureRunner would copy every input in and every output out on each call: the whole KV cache, twice)."""
+
+    interp: Any
+    subgraph: int
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+
+    @classmethod
+    def of(cls, interp: Any, name: str) -> "_Signature":
+        runner = interp.get_signature_runner(name)
+        interp._interpreter.AllocateTensors(runner._subgraph_index)  # allocate_tensors() did the first subgraph only
+        return cls(interp, runner._subgraph_index, {k: d["index"] for k, d in runner.get_input_details().items()},
+                   {k: d["index"] for k, d in runner.get_output_details().items()})
+
+    def view(self, name: str, output: bool = False) -> npt.NDArray[Any]:
+        """A view of the tensor's buffer: use it before the next invoke, never keep it."""
+        index = (self.outputs if output else self.inputs)[name]
+        return self.interp._interpreter.tensor(self.interp, index, self.subgraph)
+
+    def set(self, name: str, value: npt.NDArray[Any]) -> None:
+        self.interp._interpreter.SetTensor(self.inputs[name], value, self.subgraph)
+
+    def zero_inputs(self) -> None:
+        for name in self.inputs:
+            self.view(name)[...] = 0
+
+    def invoke(self) -> None:
+        self.interp._interpreter.Invoke(self.subgraph)
 
 
 class LiteRTSLM:
@@ -49,12 +83,15 @@ class LiteRTSLM:
         missing = [s for s in ["decode", *(f"prefill_{n}" for n in self.card.prefill)] if s not in sigs]
         if missing:
             raise LiteRTError(f"{self.path}: no signature {', '.join(missing)} (has {', '.join(sorted(sigs))})")
-        self._runners = {name: self._interp.get_signature_runner(name) for name in sigs}
-        details = self._runners["decode"].get_input_details()
-        self._kv = {name: np.zeros(d["shape"], d["dtype"]) for name, d in details.items()
+        self._sigs = {name: _Signature.of(self._interp, name) for name in sigs}
+        self._kv = {name: np.zeros(d["shape"], d["dtype"]) for name, d in
+                    self._interp.get_signature_runner("decode").get_input_details().items()
                     if name.startswith("kv_cache_")}
-        if not self._kv:
-            raise LiteRTError(f"{self.path}: the decode signature has no kv_cache_* inputs")
+        if not self._kv or any(a.ndim != 4 or a.shape[1] != self.card.kv_cache_max for a in self._kv.values()):
+            raise LiteRTError(f"{self.path}: the decode signature has no kv_cache_* inputs of shape (1, "
+                              f"{self.card.kv_cache_max}, heads, head_dim)")
+        for sig in self._sigs.values():  # the slots past the filled ones are masked, but must not hold NaN bits
+            sig.zero_inputs()
         self._tokens: list[int] = []
         self.last_stats = GenerationStats()
 
@@ -84,7 +121,7 @@ class LiteRTSLM:
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
         self._interp = None
-        self._runners = {}
+        self._sigs = {}
 
     def __enter__(self) -> "LiteRTSLM":
         return self
@@ -162,18 +199,23 @@ class LiteRTSLM:
         return np.ascontiguousarray(result[-1] if logits == "last" else result, dtype=np.float32)
 
     def _run(self, chunk: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """One signature call for `chunk` at positions n_past..: its logits (len(chunk), n_vocab); the KV cache
-        arrays replaced by the call's outputs."""
-        n = int(chunk.size)
+        """One signature call for `chunk` at positions n_past..: its logits (len(chunk), n_vocab). Only the filled
+        part of the KV cache goes in (positions < end) and only the new positions come back: the copies grow with
+        the context, not with its maximum."""
+        n, start = int(chunk.size), self.n_past
         width = 1 if n == 1 else min(p for p in self.card.prefill if p >= n)
+        end = start + width
         tokens = np.zeros((1, width), np.int32)
         tokens[0, :n] = chunk
-        pos = np.arange(self.n_past, self.n_past + width, dtype=np.int32)
-        runner = self._runners["decode" if width == 1 else f"prefill_{width}"]
-        result = runner(tokens=tokens, input_pos=pos, **self._kv)
-        for name in self._kv:
-            self._kv[name] = result[name]
-        return np.asarray(result["logits"][0, :n], np.float32)
+        sig = self._sigs["decode" if width == 1 else f"prefill_{width}"]
+        sig.set("tokens", tokens)
+        sig.set("input_pos", np.arange(start, end, dtype=np.int32))
+        for name, host in self._kv.items():
+            sig.view(name)[:, :end] = host[:, :end]
+        sig.invoke()
+        for name, host in self._kv.items():
+            host[:, start:end] = sig.view(name, output=True)[:, start:end]
+        return np.array(sig.view("logits", output=True)[0, :n], np.float32)
 
     def reset(self) -> None:
         self._live()
