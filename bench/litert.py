@@ -169,13 +169,13 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, args.threads, args.task)))
         return
     from floe_edge import models
-    from floe_edge.litert import export_litert
 
     gguf = models.pull("smollm2-135m")
-    for q in QUANTS:
+    for q in QUANTS:  # each export in a process of its own: its peak RSS is its own
         if not tflite_of(args, f"litert-{q}").exists():
-            export_litert(gguf, tflite_of(args, f"litert-{q}"), quant=q, n_ctx=1024, prefill=(8, 64),
-                          progress=lambda s: print(f".. {s}", file=sys.stderr, flush=True))
+            subprocess.run([sys.executable, "-m", "floe_edge.cli", "export", "litert", "--model", str(gguf), "--out",
+                            str(tflite_of(args, f"litert-{q}")), "--quant", q, "--ctx", "1024", "--prefill", "8",
+                            "--prefill", "64"], check=True)
     if args.export_only:
         return
     load_before = load()

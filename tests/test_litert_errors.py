@@ -3,7 +3,6 @@ sidecar, a truncated .tflite, a model/tokenizer mismatch, the wrong file for a b
 working beside them. (The exported models themselves: tests/test_litert.py, with the extras.)"""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -116,6 +115,8 @@ def test_malformed_sidecar(tmp_path: Path) -> None:
 def test_each_backend_refuses_the_other_ones_file(tmp_path: Path, smollm2_path: Path) -> None:
     with pytest.raises(ValueError, match="the litert backend runs a .tflite; make one with `floe export litert"):
         open_edge("litert", smollm2_path)
+    with pytest.raises(ValueError, match="the litert backend runs a .tflite; make one with `floe export litert"):
+        open_edge("litert", "smollm2-135m")  # a model name: the default --model of floe generate
     with pytest.raises(ValueError, match="is a LiteRT model: run it with --backend litert"):
         open_edge("native", tmp_path / "edge.tflite")
     with pytest.raises(ValueError, match="backend must be one of native, litert"):
@@ -136,4 +137,3 @@ def test_corrupt_model_is_a_clear_error(tmp_path: Path, smollm2_path: Path) -> N
     model = fake_model(tmp_path, smollm2_path, b"\0" * 64)
     with pytest.raises(LiteRTError, match=r"edge.tflite: LiteRT cannot load it \(corrupt, truncated or not"):
         LiteRTSLM(model)
-    shutil.rmtree(tmp_path)

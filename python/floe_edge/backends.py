@@ -33,8 +33,8 @@ def open_edge(backend: str, model: PathLike, *, threads: int = 1, n_ctx: int = 2
         raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
     from .litert import DelegateError, LiteRTSLM
 
-    if str(model).endswith(".gguf"):
-        raise ValueError(f"{model} is a GGUF: the litert backend runs a .tflite; make one with "
+    if not str(model).endswith(".tflite"):
+        raise ValueError(f"{model} is not a .tflite: the litert backend runs a .tflite; make one with "
                          f"`floe export litert --model {model} --out edge.tflite`")
     try:
         return LiteRTSLM(model, threads=threads, tokenizer=tokenizer, delegate=delegate)
