@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The LiteRT backend vs NativeSLM vs llama.cpp on the same edge model (SmolLM2-135M Q4_1), same run.
 
-    python bench/litert.py                       # exports SmolLM2-135M (int8 and int8-dynamic, --ctx 1024) once
+    python bench/litert.py                       # exports SmolLM2-135M (int8 and int8-weights, --ctx 1024) once
     python bench/litert.py --llama-python /path/to/python --no-write
 
 Every measurement runs in a fresh child process pinned with taskset (core 0; cores 0-1 for 2 threads), the three
@@ -37,7 +37,7 @@ from common import load, machine, write_section  # noqa: E402
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 PROMPT = list(range(1000, 1000 + 128))  # fixed ids: tokenization is not what is measured
-QUANTS = ("int8", "int8-dynamic")
+QUANTS = ("int8", "int8-weights")
 ENGINES = (*(f"litert-{q}" for q in QUANTS), "native", "llama")
 TASKS = ("decode", "prefill64")
 
@@ -145,7 +145,9 @@ def section(args: argparse.Namespace, gguf: Path, res: dict[tuple[str, str, int]
         "## LiteRT backend vs NativeSLM vs llama.cpp (bench/litert.py)", "",
         f"{machine()}; {datetime.now(timezone.utc):%Y-%m-%d}; load before {load_before}, after {load()}. "
         "SmolLM2-135M-Instruct: GGUF Q4_1 for NativeSLM and llama.cpp, `floe export litert` for LiteRT (XNNPACK, "
-        "no delegate); tok/s, median of the runs, each in a fresh process pinned with taskset.", "",
+        "no delegate); tok/s, median of the runs, each in a fresh process pinned with taskset. A load above 1 means "
+        "other processes shared these cores (the 2-thread rows most): the figures then understate every engine, the "
+        "ratios of one row hold best.", "",
         f"| task | threads | {head_lt} | NativeSLM | llama.cpp | {head_ratio} |",
         "|---|---|" + "---|" * (2 * len(QUANTS) + 2), *rows, "",
         f"Files: GGUF {gguf.stat().st_size / 1e6:.1f} MB, {files}. Peak RSS while measuring: "

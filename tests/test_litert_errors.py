@@ -54,7 +54,7 @@ def test_missing_exporter_says_what_to_install(no_litert: None, smollm2_path: Pa
 
 
 def test_export_refuses_bad_arguments(smollm2_path: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--quant must be one of int8, int8-dynamic, fp16, none"):
+    with pytest.raises(ValueError, match="--quant must be one of int8, int8-weights, fp16, none"):
         export_litert(smollm2_path, tmp_path / "e.tflite", quant="int4")
     with pytest.raises(FileNotFoundError, match="no model file"):
         export_litert(tmp_path / "missing.gguf", tmp_path / "e.tflite")

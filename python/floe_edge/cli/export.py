@@ -67,9 +67,9 @@ def register(sub: Subparsers) -> None:
     lt.add_argument("--adapter", action="append", metavar="PATH[:SCALE]",
                     help="a LoRA adapter (llama.cpp GGUF) to merge, at SCALE (default 1); repeatable")
     lt.add_argument("--out", type=Path, required=True, help="the .tflite to write (and OUT.json, its sidecar)")
-    lt.add_argument("--quant", choices=("int8", "int8-dynamic", "fp16", "none"), default="int8",
-                    help="int8 weights with float activations (default), int8-dynamic (activations quantized at "
-                         "run time too: faster, less faithful), fp16 weights, or none (f32)")
+    lt.add_argument("--quant", choices=("int8", "int8-weights", "fp16", "none"), default="int8",
+                    help="int8: dynamic range, int8 weights and activations (default); int8-weights: int8 weights, "
+                         "float activations (closer to the GGUF, far more memory at run time); fp16; none (f32)")
     lt.add_argument("--ctx", type=int, default=1024, help="context size (tokens) of the KV cache (default 1024)")
     lt.add_argument("--prefill", type=int, action="append", metavar="N",
                     help="a prefill signature's length (repeatable; default 32): batched evals go in chunks of it")

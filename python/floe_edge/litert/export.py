@@ -24,10 +24,10 @@ __all__ = ["QUANTS", "export_litert", "require_export_extra"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str], None]  # told each phase as it starts
-# ours -> litert-torch's QuantizationName. int8: int8 per-channel weights, float activations; int8-dynamic: activations
-# quantized to int8 per row at run time too (dynamic range: XNNPACK's integer kernels). Measured on a 2-layer SmolLM2
-# against NativeSLM on the same f32 weights, teacher forced: int8 98.3%, int8-dynamic 95% argmax agreement.
-QUANTS = {"int8": "weight_only_int8", "int8-dynamic": "dynamic_int8", "fp16": "fp16", "none": "none"}
+# ours -> litert-torch's QuantizationName. int8: dynamic range (int8 per-channel weights, activations quantized per
+# row at run time: XNNPACK's integer kernels); int8-weights: int8 weights, float activations (more faithful, but the
+# runtime expands the weights to f32: about 4 GB resident for SmolLM2-135M). Measured: BENCHMARKS.md, "LiteRT".
+QUANTS = {"int8": "dynamic_int8", "int8-weights": "weight_only_int8", "fp16": "fp16", "none": "none"}
 
 
 def require_export_extra() -> None:
