@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv with floe-edge and an extra (demo, test, bench, cloud, train, fl): `bash tools/setup.sh test`.
+# Set up .venv with floe-edge and an extra (demo, test, bench, cloud, train, fl, litert, export):
+# `bash tools/setup.sh test`.
 # llama-cpp-python (the cloud model and the reference) is built from source once and its wheel cached, with the
 # flags below (--no-cache-dir: a wheel pip built earlier with other flags must not stand in); pip then installs it
 # from the cache.

@@ -31,7 +31,7 @@ __all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "L
            "MemoryEstimate", "Profile", "ProfileError", "check_memory", "detect", "estimate_memory", "list_profiles",
            "load_profile", "parse_profile", "profile_dirs"]
 
-BACKENDS = ("native", "litert")  # litert: the NPU/GPU through LiteRT delegates (planned for snapdragon-8gen2)
+BACKENDS = ("native", "litert")  # litert: an exported .tflite on LiteRT, the NPU/GPU through its delegates
 # every native kernel variant, on any CPU
 VARIANTS = ("ref", "avx2", "avx_vnni", "avx512", "avx512_vnni", "neon", "neon_dotprod")
 QUANTS = ("f32", "f16", "q4_0", "q4_1", "q8_0")  # the weight types the native decoder loads

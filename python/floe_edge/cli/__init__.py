@@ -1,8 +1,8 @@
 """The `floe` command line: every argparse definition lives in this package; the library never imports it.
 
 One module per command group (info, models + make-slm, generate, cloud, demo, netem, profile, data, adapters,
-train, fl, eval); each has `register(sub)`, which adds its parser(s) and sets `func`, the command to run with the parsed
-arguments.
+train, fl, eval, export); each has `register(sub)`, which adds its parser(s) and sets `func`, the command to run with
+the parsed arguments.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from . import adapters, cloud, data, demo, eval, fl, generate, info, models, netem, profile, train
+from . import adapters, cloud, data, demo, eval, export, fl, generate, info, models, netem, profile, train
 
 __all__ = ["build_parser", "main"]
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for register in (info.register, models.register, generate.register, cloud.register, demo.register,  # the order
                      netem.register, models.register_make_slm, profile.register, data.register,  # of `floe --help`
-                     adapters.register, train.register, fl.register, eval.register):
+                     adapters.register, train.register, fl.register, eval.register, export.register):
         register(sub)
     return parser
 

@@ -13,6 +13,10 @@ from .profile import add_profile_option, apply_profile, given, unset
 
 if TYPE_CHECKING:
     from ..gate import LearnedGate
+    from ..litert import LiteRTSLM
+    from ..slm import NativeSLM
+
+    EdgeSLM = Union[NativeSLM, LiteRTSLM]
 from .progress import resolve_model
 
 
@@ -45,16 +49,39 @@ def resolve_fusion(args: argparse.Namespace, fusion_given: bool) -> Union[str, "
     return load_preset(args.fusion) if is_gate_preset(args.fusion) else str(args.fusion)
 
 
+def open_edge_from_args(args: argparse.Namespace) -> "EdgeSLM":
+    """The edge model of --backend (native: the GGUF; litert: the exported .tflite, the delegate of --delegate, or
+    the profile's NPU when present)."""
+    from ..backends import open_edge
+
+    return open_edge(args.backend, args.model, threads=args.threads, n_ctx=args.ctx, variant=args.variant,
+                     tokenizer=args.tokenizer, delegate=args.delegate,
+                     delegate_fallback=getattr(args, "delegate_fallback", False))
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("native", "litert"), default=unset("native"),
+                        help="native (the GGUF on our decoder, default) or litert (a .tflite from `floe export "
+                             "litert`, needs floe-edge[litert])")
+    parser.add_argument("--tokenizer", metavar="GGUF",
+                        help="with --backend litert: the GGUF the .tflite was exported from, when it is not where "
+                             "its sidecar says")
+    parser.add_argument("--delegate", choices=("none", "gpu", "npu"), default=unset("none"),
+                        help="with --backend litert: run on a GPU or NPU delegate (default none: XNNPACK on the CPU)")
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ..sampling import Sampler
-    from ..slm import NativeSLM
 
     fusion_given = given(args, "fusion")
+    args.delegate_fallback = not given(args, "delegate")  # a profile's NPU: only where present
     apply_profile(args)
     if args.cloud:
         args.fusion = resolve_fusion(args, fusion_given)
-    args.model = resolve_model(args.model)  # a path from here on
-    enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads, override="use a smaller --ctx")
+    if args.backend == "native":
+        args.model = resolve_model(args.model)  # a path from here on
+        enforce_memory_budget(args, args.model, n_ctx=args.ctx, threads=args.threads,
+                              override="use a smaller --ctx")
     if args.knowledge is not None and (not args.cloud or args.openai or not 0 < len(args.knowledge) <= 128):
         print("floe: --knowledge names an entry (1..128 characters) of a `floe cloud serve --knowledge` cloud: it "
               "needs --cloud (not --openai)", file=sys.stderr)
@@ -63,7 +90,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         return _cmd_generate_hybrid(args)
     sampler = Sampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                       repeat_penalty=args.repeat_penalty, seed=args.seed)
-    with NativeSLM(args.model, threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
+    with open_edge_from_args(args) as slm:
         ids, pieces = [], []
         for tok in slm.generate(args.prompt, n=args.n, sampler=sampler):
             if tok.id >= 0:
@@ -88,12 +115,11 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
     from ..cloud.openai_backend import OpenAICompletionsBackend
     from ..fusion import FusedSampler
     from ..hybrid import HybridGenerator
-    from ..slm import NativeSLM
 
     sampler = FusedSampler(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                            repeat_penalty=args.repeat_penalty, seed=args.seed)
     key = args.api_key or os.environ.get("FLOE_API_KEY")
-    with NativeSLM(args.model, threads=args.threads, n_ctx=args.ctx, variant=args.variant) as slm:
+    with open_edge_from_args(args) as slm:
         link = (OpenAICompletionsBackend(args.cloud, slm.tokenizer, api_key=key) if args.openai
                 else FloeCloudBackend(args.cloud, slm.tokenizer, api_key=key))
         with HybridGenerator(slm, link, fusion=args.fusion, sampler=sampler, deadline_ms=args.deadline_ms,
@@ -119,7 +145,8 @@ def _cmd_generate_hybrid(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     gen = sub.add_parser("generate", help="generate text with the edge model, alone or fused with a cloud")
-    gen.add_argument("--model", default="smollm2-135m", help="model name or GGUF path (default smollm2-135m)")
+    gen.add_argument("--model", default="smollm2-135m",
+                     help="model name or GGUF path (default smollm2-135m); the .tflite with --backend litert")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("-n", type=int, default=64, help="tokens to generate")
     gen.add_argument("--threads", type=int, default=unset(1))
@@ -148,7 +175,9 @@ def register(sub: Subparsers) -> None:
                           "one from the prompt, if it has a knowledge base)")
     gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
                                        "CPU runs; `floe info` lists them)")
-    add_profile_option(gen, "--profile", "--hw-profile", applies="--threads, --variant, --deadline-ms and --fusion",
+    add_backend_options(gen)
+    add_profile_option(gen, "--profile", "--hw-profile",
+                       applies="--backend, --threads, --variant, --deadline-ms and --fusion",
                        note="; the model must fit its memory_mb")
     add_budget_option(gen)
     gen.set_defaults(func=_cmd_generate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
@@ -70,9 +71,10 @@ def add_profile_option(parser: argparse.ArgumentParser, *flags: str, applies: st
 
 
 def _settings(profile: Profile) -> dict[str, Any]:
-    """The flags (by dest) a profile sets."""
+    """The flags (by dest) a profile sets (a litert profile: the NPU, where its delegate is present)."""
+    litert = {"backend": "litert", "delegate": "npu"} if profile.backend == "litert" else {}
     return {"threads": profile.threads, "variant": profile.variant, "deadline_ms": profile.hybrid.deadline_ms,
-            "fusion": profile.hybrid.fusion}
+            "fusion": profile.hybrid.fusion, **litert}
 
 
 def apply_profile(args: argparse.Namespace) -> None:
@@ -90,9 +92,9 @@ def _fill_from_profile(args: argparse.Namespace) -> None:
     from ..profiles import load_profile
 
     profile = load_profile(args.hw_profile)
-    if profile.backend != "native":
-        raise ValueError(f"profile {profile.name} wants backend {profile.backend!r}; this command runs the native "
-                         "backend only")
+    if profile.backend != "native" and not hasattr(args, "backend"):
+        print(f"floe: profile {profile.name} names backend {profile.backend}; this command runs the native backend "
+              "with its other settings", file=sys.stderr)
     if not given(args, "variant") and profile.variant not in kernels.variants():
         raise ValueError(f"profile {profile.name} wants kernel variant {profile.variant}, which this CPU cannot run "
                          f"(available: {', '.join(kernels.variants())})")
