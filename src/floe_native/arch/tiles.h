@@ -31,7 +31,7 @@ struct TypedRows {
 // Four weight rows of one tile.
 struct RowTile {
     const uint8_t* w[kRows];  // rows past the matrix's end repeat its last row (their results are dropped)
-    const uint8_t* next;      // the next tile's first row (this tile's when it is the last): what to prefetch
+    const uint8_t* next;      // the first row of the tile after next (this tile's near the end): what to prefetch
     int r0;                   // index of the tile's first row
     int rows;                 // real rows, 1..4
     template <class T>
@@ -78,7 +78,9 @@ FLOE_TILE_INLINE void for_each_tile(const void* w, size_t ldw, int nr, int nc, T
         t.r0 = r0;
         t.rows = nr - r0 < kRows ? nr - r0 : kRows;
         for (int r = 0; r < kRows; ++r) t.w[r] = wb + static_cast<size_t>(r0 + (r < t.rows ? r : t.rows - 1)) * ldw;
-        t.next = r0 + kRows < nr ? wb + static_cast<size_t>(r0 + kRows) * ldw : t.w[0];
+        // two tiles ahead: one tile of short rows is read in less time than DRAM takes to answer (Zen4, q4_0
+        // 49152 x 576, 1 thread: 825 -> 711 us)
+        t.next = r0 + 2 * kRows < nr ? wb + static_cast<size_t>(r0 + 2 * kRows) * ldw : t.w[0];
         for (int c0 = 0; c0 < nc; c0 += kMaxCols)
             with_cols<kMaxCols>(nc - c0, [&](auto C) { tile(static_cast<const RowTile&>(t), c0, C); });
     }

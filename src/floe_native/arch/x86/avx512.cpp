@@ -22,7 +22,7 @@ void lora_up_avx512(const LoraUpTerm* terms, int n_terms, int64_t rows, int64_t 
 // Constant-initialized table: calling kernels_avx512() runs no AVX-512 instruction, so it is safe to ask on any
 // CPU whether the variant is compiled in.
 const Kernels* kernels_avx512() {
-    static constexpr Kernels k = x86::make_kernels<4, x86::Maddubs>("avx512", lora_up_avx512);
+    static constexpr Kernels k = x86::make_kernels<2, x86::Maddubs>("avx512", lora_up_avx512);
     return &k;
 }
 

@@ -21,7 +21,7 @@ void lora_up_avx512_vnni(const LoraUpTerm* terms, int n_terms, int64_t rows, int
 
 // Constant-initialized: asking for the table runs no AVX-512 instruction (see avx512.cpp).
 const Kernels* kernels_avx512_vnni() {
-    static constexpr Kernels k = x86::make_kernels<4, x86::Vnni>("avx512_vnni", lora_up_avx512_vnni);
+    static constexpr Kernels k = x86::make_kernels<2, x86::Vnni>("avx512_vnni", lora_up_avx512_vnni);
     return &k;
 }
 

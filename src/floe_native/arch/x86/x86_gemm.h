@@ -87,9 +87,8 @@ struct ByteDot : Decode {
         typename Lanes<G>::I lo, hi;
     };
     template <int G, class Prep>
-    static Act<G> load_act(const Prep& p, int64_t b) {  // straight from the activation blocks
-        const uint8_t* qs = field<A>(p.act, b, offsetof(A, qs));
-        return {Lanes<G>::load(qs, sizeof(A)), Lanes<G>::load(qs + 16, sizeof(A))};
+    static Act<G> load_act(const Prep& p, int64_t b) {  // one full-width load per half (ActHalves)
+        return {Lanes<G>::loadc(p.act.lo + 16 * b), Lanes<G>::loadc(p.act.hi + 16 * b)};
     }
     template <int G>
     static typename Lanes<G>::I dot(const Weights<G>& w, const Act<G>& a) {
@@ -134,6 +133,26 @@ struct BiasedByteDecode {
     }
 };
 
+// The activation bytes of a call, split into the blocks' first and second 16-byte halves, each half array
+// contiguous: G blocks' halves are then one aligned-size load, in the lane order the weights use, where reading
+// them from the 34- or 36-byte blocks took 2G unaligned loads and inserts per column (Zen4, 1 thread, avx512_vnni:
+// q4_1 49152 x 576 842-867 -> 818 us, q4_0 733-749 -> 708-726 us).
+struct ActHalves {
+    const uint8_t* lo;
+    const uint8_t* hi;
+    static size_t bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
+    template <class Ab>
+    static ActHalves split(const void* act, int64_t nb, uint8_t* buf) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* qs = field<Ab>(act, b, offsetof(Ab, qs));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(buf + 16 * b), _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(buf + 16 * (nb + b)),
+                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16)));
+        }
+        return {buf, buf + 16 * nb};
+    }
+};
+
 // Weights stored or decoded with an offset, w = q - 2^Shift: sum(w * a) = sum(q * a) - 2^Shift * sum(a), the
 // second term from the Prep (q4_0: 8, q8_0 for u8 x s8: 128; |2^Shift * sum(a)| <= 2^19).
 template <class Wb, class Ab, int Shift>
@@ -141,11 +160,12 @@ struct OffsetPrep : ScaleD<Wb> {
     struct Prep {
         float* d;      // activation scale, x4 per block
         int32_t* off;  // 2^Shift * sum(a.qs), x4 per block
-        const void* act;
+        ActHalves act;
     };
-    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
+    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32 + ActHalves::bytes(nb); }
     static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
-        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<int32_t*>(buf + nb * 16), act};
+        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<int32_t*>(buf + nb * 16),
+               ActHalves::split<Ab>(act, nb, buf + nb * 32)};
         for (int64_t b = 0; b < nb; ++b) {
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(field<Ab>(act, b, offsetof(Ab, qs))));
             const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);  // exact: |pair| <= 256
@@ -184,11 +204,12 @@ struct Q4_1 : ByteDot<NibbleDecode<block_q4_1>, block_q8_1, Dot> {
     struct Prep {
         float* d;  // x4 per block
         float* s;  // x4 per block
-        const void* act;
+        ActHalves act;
     };
-    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32; }
+    static size_t prep_bytes(int64_t nb) { return static_cast<size_t>(nb) * 32 + ActHalves::bytes(nb); }
     static Prep prepare(const void* act, int64_t nb, uint8_t* buf) {
-        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<float*>(buf + nb * 16), act};
+        Prep p{reinterpret_cast<float*>(buf), reinterpret_cast<float*>(buf + nb * 16),
+               ActHalves::split<A>(act, nb, buf + nb * 32)};
         for (int64_t b = 0; b < nb; ++b) {
             _mm_storeu_ps(p.d + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, d)))));
             _mm_storeu_ps(p.s + 4 * b, _mm_set1_ps(load_f16(field<A>(act, b, offsetof(A, s)))));
@@ -298,12 +319,13 @@ inline BlockSums<Fmt, G, C> block_sums(const uint8_t* const w[4], const typename
 // acc[c] += blocks [b, b_end) of a 4-row tile, G blocks per step ((b_end - b) % G == 0).
 // Software-pipelined: a block's float part is issued after the next block's integer part, so that its long
 // integer -> float -> fma dependency chain overlaps independent work (Zen1's window holds ~1.5 blocks).
-// pf is where the next tile's rows start: those bytes are prefetched at the pace this tile is read, because
-// 4 interleaved short rows are not streams the hardware prefetcher picks up; from the first block on, else the
-// first step's bytes of every tile would miss. Into L1 for tiles of up to kPrefetchL1Bytes, into L2 beyond: a
-// tile of long rows, prefetched a whole tile ahead, would leave a 32 KiB L1 again before it is read (Zen4, 1
-// thread: q8_0 8192 x 8192 12.5 -> 23 GB/s, 49152 x 576 9.6 -> 15.8 GB/s with both changes).
-constexpr size_t kPrefetchL1Bytes = 4096;
+// pf is where the tile after next starts (tiles.h): those bytes are prefetched at the pace this tile is read,
+// because 4 interleaved short rows are not streams the hardware prefetcher picks up; from the first block on, else
+// the first step's bytes of every tile would miss. Into L1 for tiles of up to kPrefetchL1Bytes, into L2 beyond: a
+// tile of long rows, prefetched ahead, would leave a 32 KiB L1 again before it is read (Zen4, 1 thread: q8_0
+// 8192 x 8192 12.5 -> 23 GB/s, 49152 x 576 9.6 -> 15.8 GB/s with both changes; 8 KiB rather than 4 KiB: q8_0
+// 576 x 1536, 6.5 KiB tiles, 46 -> 37 us).
+constexpr size_t kPrefetchL1Bytes = 8192;
 
 template <class Fmt, int G, int C>
 inline void tile_blocks(const uint8_t* const w[4], const typename Fmt::Prep* p, int64_t b, int64_t b_end,
@@ -374,15 +396,21 @@ template <class Fmt, int G>
     });
 }
 
-// The q8_0 format of a dot primitive: maddubs cannot multiply int8 x int8, vpdpbusd can with biased weights.
-template <class Dot>
-struct Q8Of {
-    using type = Q8_0Biased<Dot>;
-};
-template <>
-struct Q8Of<Maddubs> {
-    using type = Q8_0;
-};
+// q8_0: maddubs cannot multiply int8 x int8, so without VNNI the 16-bit madd format (Q8_0) does it. With VNNI,
+// which format is faster depends on the column count, as measured on Zen4 (1 thread): with several columns the
+// weights are reused and vpdpbusd's fewer instructions win (1536 x 576 x 64 columns: 651 vs 1119 us); a matvec
+// streams its weights from DRAM once, and there the madd format keeps up with memory where the VNNI one does not
+// (49152 x 576: 1.06 vs 1.74 ms) although it is slower from cache (21 vs 28 us at 1536 x 576). Decode is matvecs.
+template <int G, class Dot>
+void gemm_q8_0(int64_t n, const void* w, size_t ldw, int nr, const void* a, size_t lda, int nc, float* out,
+               size_t ldo) {
+    if constexpr (std::is_same_v<Dot, Maddubs>) {
+        gemm_quant<Q8_0, G>(n, w, ldw, nr, a, lda, nc, out, ldo);
+    } else {
+        if (nc == 1) gemm_quant<Q8_0, G>(n, w, ldw, nr, a, lda, nc, out, ldo);
+        else gemm_quant<Q8_0Biased<Dot>, G>(n, w, ldw, nr, a, lda, nc, out, ldo);
+    }
+}
 
 // The kernel table of a variant: the quantized gemms take G blocks per step with the Dot primitive, everything
 // else but lora_up is the AVX2 function.
@@ -394,7 +422,7 @@ constexpr Kernels make_kernels(const char* name, lora_up_fn lora_up) {
         avx2::quantize_q8_1,
         gemm_quant<Q4_0<Dot>, G>,
         gemm_quant<Q4_1<Dot>, G>,
-        gemm_quant<typename Q8Of<Dot>::type, G>,
+        gemm_q8_0<G, Dot>,
         avx2::gemm_f16,
         avx2::gemm_f32,
         avx2::rmsnorm,

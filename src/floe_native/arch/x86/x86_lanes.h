@@ -147,6 +147,7 @@ struct Lanes<1> {
     static F zerof() { return _mm_setzero_ps(); }
     // lane g = the 16 bytes at p + g * stride
     static I load(const void* p, size_t) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+    static I loadc(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }  // G lanes, contiguous
     static F loadf(const float* p) { return _mm_loadu_ps(p); }
     static I loadi(const int32_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
     // Lane g = the fp16 field `off` bytes into block g (blocks `stride` bytes apart) of the 4 rows, as floats.
@@ -168,6 +169,7 @@ struct Lanes<2> {
         return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))),
                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + stride)), 1);
     }
+    static I loadc(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
     static F loadf(const float* p) { return _mm256_loadu_ps(p); }
     static I loadi(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static F fp16x4(const uint8_t* const w[4], size_t off, size_t stride) {
@@ -191,6 +193,7 @@ struct Lanes<4> {
         const __m256i lo = Lanes<2>::load(b, stride), hi = Lanes<2>::load(b + 2 * stride, stride);
         return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     }
+    static I loadc(const void* p) { return _mm512_loadu_si512(p); }
     static F loadf(const float* p) { return _mm512_loadu_ps(p); }
     static I loadi(const int32_t* p) { return _mm512_loadu_si512(p); }
     static F fp16x4(const uint8_t* const w[4], size_t off, size_t stride) {
