@@ -1,5 +1,6 @@
-// AVX-512 (F + BW + VL) kernels. The quantized gemms are the x86_gemm.h templates with four blocks per 512-bit
-// step; everything that gains little from 512-bit vectors is the AVX2 function itself.
+// AVX-512 (F + BW + VL) kernels. The quantized gemms are the x86_gemm.h templates with two blocks per 256-bit step,
+// EVEX-encoded (32 registers; 512-bit steps streamed slower, see x86_lanes.h); everything else but lora_up is the
+// AVX2 function itself.
 
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*; GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)

@@ -1,5 +1,6 @@
 // AVX-512 with VNNI (F + BW + VL + VNNI: Ice Lake, Zen4 and later): avx512.cpp's table with vpdpbusd as the
-// integer dot product of the quantized gemms (x86_gemm.h's Vnni), which also lets q8_0 weights take it.
+// integer dot product of the quantized gemms (x86_gemm.h's Vnni), which also lets q8_0 weights take it when
+// several columns share them (gemm_q8_0 says why not for a matvec).
 
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_*; GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
