@@ -48,7 +48,8 @@ def test_this_cpu_gets_its_best_variant() -> None:
             ("avx_vnni" if features["avxvnni"] else "avx2")
         assert kernels.variants()[0] == best
     if features["neon"]:
-        assert kernels.variants()[0] in ("neon_dotprod" if features["dotprod"] else "neon",)
+        best = ("neon_i8mm" if features["i8mm"] else "neon_dotprod") if features["dotprod"] else "neon"
+        assert kernels.variants()[0] == best
 
 
 def test_force_variant_shows_in_info() -> None:

@@ -32,6 +32,16 @@ namespace floe { namespace { struct DotSdot {
 int32x4_t use_variant(int32x4_t acc, int8x16_t a, int8x16_t b) { return DotSdot::dot(acc, a, b); }
 }
 """
+# SMMLA (i8mm) in the i8mm variant's function, and in the dotprod variant's, whose CPUs (a Pi 5) may lack i8mm
+I8MM = """
+#include <arm_neon.h>
+namespace floe { namespace { struct POLICY {
+    __attribute__((noinline)) static int32x4_t mm(int32x4_t acc, int8x16_t a, int8x16_t b) {
+        return vmmlaq_s32(acc, a, b); }
+}; }
+int32x4_t use_mm(int32x4_t acc, int8x16_t a, int8x16_t b) { return POLICY::mm(acc, a, b); }
+}
+"""
 # the same instruction in a function with no variant in its name: what a stray -march=armv8.2-a+dotprod gives
 OUTSIDE_VARIANT = """
 #include <arm_neon.h>
@@ -82,6 +92,17 @@ def test_sdot_is_allowed_only_inside_the_variant_in_portable_mode(tmp_path: Path
     # the Pi 4-only build admits no SDOT at all, variant or not
     strict = check(inside)
     assert strict.returncode == 1 and "sdot" in strict.stdout
+
+
+def test_smmla_is_allowed_only_inside_the_i8mm_variant(tmp_path: Path) -> None:
+    flags = "-march=armv8.2-a+dotprod+i8mm"
+    inside = build(tmp_path, "i8mm", I8MM.replace("POLICY", "DotI8mm"), flags)
+    ok = check("--portable", inside)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 dotprod/i8mm instruction(s), all inside variant functions" in ok.stdout
+    in_dotprod = check("--portable", build(tmp_path, "sdot_mm", I8MM.replace("POLICY", "DotSdot"), flags))
+    assert in_dotprod.returncode == 1 and "smmla" in in_dotprod.stdout and "DotSdot" in in_dotprod.stdout
+    assert check(inside).returncode == 1  # and none at all in a Pi 4 build
 
 
 def test_lse_atomic_fails_everywhere(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def _edited(tmp_path: Path, old: str, new: str) -> Path:
     ("deadline_ms =", "deadline_ms = 0", "hybrid.deadline_ms must be a number in 1..60000, got 0"),
     ("deadline_ms =", 'deadline_ms = "fast"', "hybrid.deadline_ms must be a number in 1..60000, got 'fast'"),
     ("variant =", 'variant = "sse4"',
-     "variant must be one of ref, avx2, avx_vnni, avx512, avx512_vnni, neon, neon_dotprod, got 'sse4'"),
+     "variant must be one of ref, avx2, avx_vnni, avx512, avx512_vnni, neon, neon_dotprod, neon_i8mm, got 'sse4'"),
     ("backend =", 'backend = "cuda"', "backend must be one of native, litert, got 'cuda'"),
     ("quant =", 'quant = "q5_0"', "quant must be one of f32, f16, q4_0, q4_1, q8_0, got 'q5_0'"),
     ("fusion =", 'fusion = "loud"', "hybrid.fusion must be one of assistant, code, commands, adaptive, got 'loud'"),
@@ -134,6 +134,7 @@ ZEN1_FLAGS = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2"
 AVX512_FLAGS = ZEN1_FLAGS | frozenset("avx512f avx512bw avx512vl avx512_vnni".split())
 ARM_DOT, ARM, X86_512, X86_2 = ("neon_dotprod", "neon", "ref"), ("neon", "ref"), ("avx512", "avx2", "ref"), \
     ("avx2", "ref")
+ARM_I8MM = ("neon_i8mm", *ARM_DOT)
 X86_VNNI = ("avx512_vnni", *X86_512)
 
 HOSTS = {  # id: (host, profile, variant, threads, facts the reasons must mention)
@@ -150,9 +151,9 @@ HOSTS = {  # id: (host, profile, variant, threads, facts the reasons must mentio
             "neon_dotprod", 4, ["Compute Module 5"]),
     "pi3": (Host("aarch64", PI4_FEATURES, 4, "Raspberry Pi 3 Model B Plus Rev 1.3", ARM), "rpi4", "neon", 4,
             ["Raspberry Pi 3", "another Raspberry Pi"]),
-    "snapdragon": (Host("aarch64", SD8G2_FEATURES, 8, "", ARM_DOT), "snapdragon-8gen2", "neon_dotprod", 5,
+    "snapdragon": (Host("aarch64", SD8G2_FEATURES, 8, "", ARM_I8MM), "snapdragon-8gen2", "neon_i8mm", 5,
                    ["i8mm", "8 cores"]),
-    "i8mm-4-cores": (Host("aarch64", SD8G2_FEATURES, 4, "", ARM_DOT), "rpi5", "neon_dotprod", 4,
+    "i8mm-4-cores": (Host("aarch64", SD8G2_FEATURES, 4, "", ARM_I8MM), "rpi5", "neon_dotprod", 4,
                      ["only 4 cores", "asimddp"]),
     "a53-board": (Host("aarch64", PI4_FEATURES, 4, "", ARM), "rpi4", "neon", 4, ["no asimddp"]),
     "zen1": (Host("x86_64", ZEN1_FLAGS, 8, "", X86_2), "x86-avx2", "avx2", 4, ["AVX2", "without AVX-512"]),

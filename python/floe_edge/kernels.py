@@ -1,7 +1,8 @@
 """Native kernels: block quantization bit-compatible with ggml, quantized matvec/matmul, f32 ops.
 
-The variant (ref, avx2, avx512, neon, neon_dotprod) is chosen once at import from the CPU's features;
-``FLOE_FORCE_REF=1`` forces the scalar reference. Every function takes ``variant=`` to run a specific one.
+The variant (ref, avx2, avx_vnni, avx512, avx512_vnni, neon, neon_dotprod, neon_i8mm) is chosen once at import
+from the CPU's features; ``FLOE_FORCE_REF=1`` forces the scalar reference. Every function takes ``variant=`` to run
+a specific one.
 Arrays are never converted silently: wrong dtype, layout or size raises ValueError.
 """
 

@@ -33,7 +33,7 @@ __all__ = ["BACKENDS", "PROJECTIONS", "QUANTS", "VARIANTS", "HybridSettings", "L
 
 BACKENDS = ("native", "litert")  # litert: an exported .tflite on LiteRT, the NPU/GPU through its delegates
 # every native kernel variant, on any CPU
-VARIANTS = ("ref", "avx2", "avx_vnni", "avx512", "avx512_vnni", "neon", "neon_dotprod")
+VARIANTS = ("ref", "avx2", "avx_vnni", "avx512", "avx512_vnni", "neon", "neon_dotprod", "neon_i8mm")
 QUANTS = ("f32", "f16", "q4_0", "q4_1", "q8_0")  # the weight types the native decoder loads
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 

@@ -35,6 +35,9 @@ const Kernels* kernels_neon() { return nullptr; }
 #if !FLOE_HAVE_NEON_DOTPROD
 const Kernels* kernels_neon_dotprod() { return nullptr; }
 #endif
+#if !FLOE_HAVE_NEON_I8MM
+const Kernels* kernels_neon_i8mm() { return nullptr; }
+#endif
 
 namespace {
 
@@ -122,6 +125,7 @@ std::vector<const Kernels*> available_variants() {
     if (avx512 && kernels_avx512()) out.push_back(kernels_avx512());
     if (avx2 && f.avxvnni && kernels_avx_vnni()) out.push_back(kernels_avx_vnni());
     if (avx2 && kernels_avx2()) out.push_back(kernels_avx2());
+    if (f.neon && f.dotprod && f.i8mm && kernels_neon_i8mm()) out.push_back(kernels_neon_i8mm());
     if (f.neon && f.dotprod && kernels_neon_dotprod()) out.push_back(kernels_neon_dotprod());
     if (f.neon && kernels_neon()) out.push_back(kernels_neon());
     out.push_back(&kernels_ref());

@@ -8,10 +8,12 @@
 #
 # file: an ELF executable, shared library or object, or a wheel (.whl: every .so inside is checked).
 # Default mode (the pi4-release build): none of those instructions anywhere.
-# --portable (a multi-variant build: the aarch64 wheel, aarch64-release): dotprod/i8mm/RDM instructions are allowed
-#   only inside the functions of a dispatched variant, which dispatch.cpp offers only when HWCAP says the CPU has them.
+# --portable (a multi-variant build: the aarch64 wheel, aarch64-release): dotprod/RDM instructions are allowed only
+#   inside the functions of a dispatched variant, which dispatch.cpp offers only when HWCAP says the CPU has them,
+#   and i8mm instructions (smmla, ummla, usmmla) only inside the i8mm variant's: a Pi 5 has dotprod but not i8mm.
 #   Those functions are recognised by name: the variant's kernels are templates instantiated with its Dot policy
-#   (DotSdot in arch/arm/neon_dotprod.cpp), so every function compiled for it carries that name. Anything else
+#   (DotSdot in arch/arm/neon_sdot.h, DotI8mm in arch/arm/neon_i8mm.cpp), so every function compiled for it carries
+#   that name. Anything else
 #   (a baseline kernel, an inline function the linker took from the variant's object file) fails. The symbol table
 #   is needed for this (an unstripped build: pyproject keeps it in aarch64 wheels).
 # LSE atomics: nowhere, in both modes. GCC's outline-atomics helpers (__aarch64_ldadd4_acq_rel & co.) would be
@@ -22,10 +24,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 objdump=${OBJDUMP:-aarch64-linux-gnu-objdump}
-# Demangled names of the functions a dispatched variant may run SDOT/SMMLA in (see above).
+# Demangled names of the functions a dispatched variant may run SDOT (any variant) and SMMLA (i8mm only) in.
 variant_re=${FLOE_VARIANT_FUNCTIONS:-'floe::\(anonymous namespace\)::Dot(Sdot|I8mm)[,>:]'}
+i8mm_re=${FLOE_I8MM_FUNCTIONS:-'floe::\(anonymous namespace\)::DotI8mm[,>:]'}
 
-variant_only='^(sdot|udot|usdot|sudot|smmla|ummla|usmmla|sqrdmlah|sqrdmlsh)$'
+variant_only='^(sdot|udot|usdot|sudot|sqrdmlah|sqrdmlsh)$'
+i8mm_only='^(smmla|ummla|usmmla)$'
 lse='^(ld(add|clr|eor|set|smax|smin|umax|umin)(a|al|l)?(b|h)?'
 lse+='|st(add|clr|eor|set|smax|smin|umax|umin)(l)?(b|h)?'
 lse+='|swp(a|al|l)?(b|h)?|casp?(a|al|l)?(b|h)?)$'
@@ -43,12 +47,13 @@ trap 'rm -rf "$tmp"' EXIT
 # Prints "<function>\t<instruction line>" for each offending instruction, then one line "#allowed N total M".
 scan() {
     "$objdump" -d -C --no-show-raw-insn "$1" | awk -F'\t' -v variant_only="$variant_only" -v lse="$lse" \
-        -v portable="$portable" -v variant_re="$variant_re" '
+        -v portable="$portable" -v variant_re="$variant_re" -v i8mm_only="$i8mm_only" -v i8mm_re="$i8mm_re" '
         /^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ /, "", fn); next }
         NF >= 2 && $1 ~ /^ *[0-9a-f]+:$/ {
             n++; m = $2; sub(/ +$/, "", m)
             if (m ~ lse) print fn "\t" $0
             else if (m ~ variant_only) { if (portable && fn ~ variant_re) allowed++; else print fn "\t" $0 }
+            else if (m ~ i8mm_only) { if (portable && fn ~ i8mm_re) allowed++; else print fn "\t" $0 }
         }
         END { printf "#allowed %d total %d\n", allowed, n }'
 }

@@ -173,8 +173,8 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--knowledge", metavar="ID",
                      help="with --cloud: the id of the cloud's knowledge entry to read (default: the cloud retrieves "
                           "one from the prompt, if it has a knowledge base)")
-    gen.add_argument("--variant", help="kernel variant: avx512, avx2, neon_dotprod, neon, ref (default: the best this "
-                                       "CPU runs; `floe info` lists them)")
+    gen.add_argument("--variant", help="kernel variant: avx512_vnni, avx512, avx2, neon_i8mm, neon_dotprod, neon, ref "
+                                       "(default: the best this CPU runs; `floe info` lists them)")
     add_backend_options(gen)
     add_profile_option(gen, "--profile", "--hw-profile",
                        applies="--backend, --threads, --variant, --deadline-ms and --fusion",

@@ -1,5 +1,5 @@
 // NEON activation quantizers and gemms (quantized and f16 / f32 weights), templates over the int8 dot-product
-// policy (DotNeon here, DotSdot in neon_dotprod.cpp). The tiles are walked by tiles.h. Linkage: see neon_base.h.
+// policy (DotNeon here, DotSdot in neon_sdot.h, DotI8mm in neon_i8mm.cpp). The tiles are walked by tiles.h. Linkage: see neon_base.h.
 #pragma once
 #include "../tiles.h"
 #include "neon_base.h"
@@ -13,6 +13,7 @@ namespace neon {
 // w = (w0 | w1), a = (a0 | a1), exactly. dot_q4 may assume |w| <= 15 (q4 weights), dot_q8 takes any int8.
 
 struct DotNeon {
+    static constexpr bool kMmla = false;  // see block_sums
     static int32x4_t dot_q4(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
         // |w * a| <= 15 * 128 = 1920, four products per int16 lane <= 7680: no overflow.
         int16x8_t p = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
@@ -127,6 +128,24 @@ inline void store_rows(float* out, float32x4_t v, int nrv) {
     tiles::store_rows(out, v, nrv, [](float* p, float32x4_t x) { vst1q_f32(p, x); });
 }
 
+// The int32 sums of block b for the NC columns of a tile, lane = row. Per column: the four rows' Dot products,
+// reduced across lanes. A Dot with kMmla (i8mm's SMMLA: a 2 x 8 by 8 x 2 int8 product per instruction) takes
+// both columns of a pair at once, with half the multiply instructions.
+template <class Dot, class F, int NC>
+inline void block_sums(const int8x16_t (&lo)[4], const int8x16_t (&hi)[4], const typename F::A* const* a, int64_t b,
+                       int32x4_t (&sums)[NC]) {
+    if constexpr (NC == 2 && Dot::kMmla) {
+        Dot::mmla_4x2(lo, hi, a[0][b].qs, a[1][b].qs, sums);
+    } else {
+        for (int c = 0; c < NC; ++c) {
+            const int8x16_t a0 = vld1q_s8(a[c][b].qs), a1 = vld1q_s8(a[c][b].qs + 16);
+            int32x4_t s[4];
+            for (int r = 0; r < 4; ++r) s[r] = F::template dot<Dot>(lo[r], hi[r], a0, a1);
+            sums[c] = hsum4_s32(s[0], s[1], s[2], s[3]);
+        }
+    }
+}
+
 // w: 4 row pointers (rows past the tile's end repeat its last row), a / out: NC column pointers; nrv valid rows.
 template <class Dot, class F, int NC>
 inline void q_tile(int64_t nb, const typename F::W* const* w, const typename F::A* const* a, float* const* out,
@@ -146,11 +165,10 @@ inline void q_tile(int64_t nb, const typename F::W* const* w, const typename F::
         } else {
             vst1q_f32(sc, f16x4(a[0][b].d, a[NC - 1][b].d, 0, 0));
         }
+        int32x4_t sums[NC];
+        block_sums<Dot, F, NC>(lo, hi, a, b, sums);
         for (int c = 0; c < NC; ++c) {
-            const int8x16_t a0 = vld1q_s8(a[c][b].qs), a1 = vld1q_s8(a[c][b].qs + 16);
-            int32x4_t s[4];
-            for (int r = 0; r < 4; ++r) s[r] = F::template dot<Dot>(lo[r], hi[r], a0, a1);
-            const float32x4_t sumi = vcvtq_f32_s32(hsum4_s32(s[0], s[1], s[2], s[3]));
+            const float32x4_t sumi = vcvtq_f32_s32(sums[c]);
             const float32x4_t dd = vmulq_n_f32(dw, sc[c]);
             if constexpr (F::kMin)
                 acc[c] = vaddq_f32(acc[c], fma_f32(vmulq_n_f32(mw, sc[2 + c]), sumi, dd));

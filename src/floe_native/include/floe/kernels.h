@@ -1,5 +1,5 @@
 // One signature per kernel and one table of function pointers per CPU variant (ref, avx2, avx_vnni, avx512,
-// avx512_vnni, neon, neon_dotprod).
+// avx512_vnni, neon, neon_dotprod, neon_i8mm).
 // The scalar reference (ref/) is the specification; every SIMD variant computes the same thing.
 #pragma once
 #include <cstddef>
@@ -119,6 +119,7 @@ const Kernels* kernels_avx512_vnni();  // avx512 with vpdpbusd in the quantized 
 const Kernels* kernels_avx_vnni();     // avx2 with VEX vpdpbusd (AVX-VNNI), two blocks per 256-bit step
 const Kernels* kernels_neon();
 const Kernels* kernels_neon_dotprod();
+const Kernels* kernels_neon_i8mm();
 
 // CPU features seen by the probe (dispatch.cpp).
 struct CpuFeatures {
