@@ -1,5 +1,6 @@
 // NEON activation quantizers and gemms (quantized and f16 / f32 weights), templates over the int8 dot-product
-// policy (DotNeon here, DotSdot in neon_sdot.h, DotI8mm in neon_i8mm.cpp). The tiles are walked by tiles.h. Linkage: see neon_base.h.
+// policy (DotNeon here, DotSdot in neon_sdot.h, DotI8mm in neon_i8mm.cpp). The tiles are walked by tiles.h.
+// Linkage: see neon_base.h.
 #pragma once
 #include "../tiles.h"
 #include "neon_base.h"
