@@ -19,8 +19,8 @@ GGUF_TYPES = {
 
 
 def gguf_reference(x: np.ndarray, qtype: str) -> np.ndarray:
-    """gguf.quants' bytes, with two documented differences from ggml's C reference, which we follow; both are the
-    sign of a zero and decode to the same values:
+    """gguf.quants' bytes, with three documented differences, all of which decode to the same values. Two are
+    differences from ggml's C reference, which we follow, in the sign of a zero:
     - q4_0, a block of zeros: ggml computes d = max / -8 with max starting at +0.0, giving d = -0.0 (0x8000) even
       for a block of -0.0 values, where gguf's numpy takes the signed -0.0 and writes +0.0;
     - q4_1, a block whose minimum is zero: ggml keeps the first zero of the block (`if (v < min) min = v`), where
@@ -37,6 +37,21 @@ def gguf_reference(x: np.ndarray, qtype: str) -> np.ndarray:
             if xs.min() == 0:
                 first_zero = xs[np.flatnonzero(xs == 0)[0]]
                 blocks[b, 2:4] = np.array([0, 0x80 if np.signbit(first_zero) else 0], np.uint8)
+    # - a block whose scale d is subnormal: 1 / d overflows to inf, x * id is inf or NaN, and both ggml and numpy
+    #   convert that to an integer in a way of the platform's (x86 and aarch64 differ); d is 0 in fp16, so the quants
+    #   do not matter, and we define them with id = 0: q4_0 holds 8, q4_1 and q8_0 hold 0.
+    layout = {"q4_0": (18, 2, 0x88), "q4_1": (20, 4, 0x00), "q8_0": (34, 2, 0x00)}
+    if qtype in layout:
+        size, head, fill = layout[qtype]
+        blocks = want.reshape(-1, size)
+        for b, xs in enumerate(blocks_x.astype(np.float32)):
+            d = float(np.float32(np.abs(xs).max()) / np.float32(127)) if qtype == "q8_0" else \
+                float((np.float32(xs.max()) - np.float32(xs.min())) / np.float32(15)) if qtype == "q4_1" else \
+                float(np.float32(xs[np.argmax(np.abs(xs))]) / np.float32(-8))
+            with np.errstate(over="ignore"):
+                overflows = d != 0 and not np.isfinite(np.float32(1) / np.float32(d))
+            if overflows:
+                blocks[b, head:] = fill
     return want
 
 
@@ -50,6 +65,8 @@ def edge_cases() -> list[np.ndarray]:
         np.full(32, 7.25, np.float32),  # constant block: q4_1 d == 0
         np.array([1e-30] * 32, np.float32),  # scale underflows fp16
         np.full(32, 1.880791e-37, np.float32),  # q8_0: 1/d overflows to inf (inf -> int8 differs on aarch64)
+        np.array([0.0] + [-2.3509887e-38] * 31, np.float32),  # q4_1 too: (x - min) * inf is inf or NaN
+        np.array([-2.3509887e-38] + [0.0] * 31, np.float32),  # q4_0: d = max / -8 subnormal
         np.array([6.0e4, -6.0e4] * 16, np.float32),  # near fp16 max
         np.linspace(-1, 1, 96, dtype=np.float32),
         ties,

@@ -8,6 +8,14 @@
 namespace floe::ref {
 
 namespace {
+// 1 / d, or 0 where d is 0 or so small (subnormal) that 1 / d overflows: then x * id is inf or NaN, whose
+// conversion to an integer is undefined (x86 gives 0, aarch64 saturates: found by the emulated arm64 run). Such a
+// d is 0 in fp16, so the block decodes the same whatever its quants; 0 * x makes them well defined.
+float inverse_scale(float d) {
+    const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+    return std::isfinite(inv) ? inv : 0.0f;
+}
+
 float absmax(const float* x) {
     float amax = 0.0f;
     for (int j = 0; j < QK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
@@ -50,10 +58,7 @@ void quantize_q8_0_weights(const float* x, void* vy, int64_t n) {
     auto* y = static_cast<block_q8_0*>(vy);
     for (int64_t i = 0; i < n / QK; ++i, x += QK) {
         const float d = absmax(x) / 127.0f;
-        // a denormal d whose inverse overflows gives x * id = inf, and inf -> int8 is undefined (x86: 0, aarch64
-        // saturates to -1: found by the emulated arm64 run); such a d is 0 in fp16, so 0 is what the block holds
-        const float inv = d != 0.0f ? 1.0f / d : 0.0f;
-        const float id = std::isfinite(inv) ? inv : 0.0f;
+        const float id = inverse_scale(d);
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK; ++j) y[i].qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
     }
@@ -70,7 +75,7 @@ void quantize_q4_0(const float* x, void* vy, int64_t n) {
             }
         }
         const float d = max / -8.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = inverse_scale(d);
         y[i].d = fp32_to_fp16(d);
         for (int j = 0; j < QK / 2; ++j) {
             const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
@@ -91,7 +96,7 @@ void quantize_q4_1(const float* x, void* vy, int64_t n) {
             if (x[j] > max) max = x[j];
         }
         const float d = (max - min) / 15.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = inverse_scale(d);
         y[i].d = fp32_to_fp16(d);
         y[i].m = fp32_to_fp16(min);
         for (int j = 0; j < QK / 2; ++j) {
