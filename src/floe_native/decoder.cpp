@@ -30,8 +30,6 @@ fp16_t* calloc_f16(size_t n) {
     return p;
 }
 
-float round_to_f16(float x) { return fp16_to_fp32(fp32_to_fp16(x)); }
-
 }  // namespace
 
 Decoder::Decoder(std::shared_ptr<const Model> model, int n_ctx, int n_threads, const Kernels& kernels)
@@ -162,14 +160,14 @@ void Decoder::attention(int layer, int n, int pos) {
             const int len = pos + i + 1;  // keys 0..pos+i
             // q and the probabilities are rounded to f16 as llama.cpp's f16 KV path does, so logits track it.
             float* q = &q_[static_cast<size_t>(i) * c.dim + kvh * group * hd];
-            for (int d = 0; d < group * hd; ++d) q[d] = round_to_f16(q[d]);
+            kern_.round_f16(q, group * hd);
             kern_.gemm_f16(hd, k_cache(layer, 0) + kvh * hd, kv_dim * sizeof(fp16_t), len, q, hd * sizeof(float),
                            group, scores, n_ctx_);
             for (int g = 0; g < group; ++g) {
                 float* s = scores + static_cast<size_t>(g) * n_ctx_;
                 for (int t = 0; t < len; ++t) s[t] *= scale;
                 kern_.softmax(s, len);
-                for (int t = 0; t < len; ++t) s[t] = round_to_f16(s[t]);
+                kern_.round_f16(s, len);
             }
             // out[g][d] = sum_t p[g][t] V[t][d]: a gemm over the transposed V rows of this KV head
             float* out = &att_[static_cast<size_t>(i) * c.dim + kvh * group * hd];

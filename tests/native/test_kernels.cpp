@@ -262,6 +262,29 @@ TEST(f32_ops_match_reference) {
     }
 }
 
+// Every f16 rounding case: halfway ties both ways, the largest finite half and the overflow edge, subnormal halves
+// and the smallest ones that round to zero, signed zeros, infinities; then random values. Bit-identical to ref,
+// NaN only as NaN (payloads may differ between F16C / FCVTN and the scalar code).
+TEST(round_f16_matches_reference) {
+    std::vector<float> x = {0.0f, -0.0f, 1.0f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f), 65504.0f,
+                            65519.99f, 65520.0f, -65520.0f, 0x1p-14f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1p-26f,
+                            3 * 0x1p-25f, -0x1p-25f, 1e-30f, INFINITY, -INFINITY, NAN, 0.333333f, 2049.0f, 4097.0f};
+    for (float v : random_floats(1000, 1e3f)) x.push_back(v);
+    for (float v : random_floats(200, 1e-5f)) x.push_back(v);  // subnormal halves
+    for (const Kernels* k : simd_variants()) {
+        for (size_t n : {x.size(), size_t{1}, size_t{7}, size_t{9}}) {
+            std::vector<float> want(x.begin(), x.begin() + n), got = want;
+            ref::round_f16(want.data(), n);
+            k->round_f16(got.data(), n);
+            for (size_t i = 0; i < n; ++i) {
+                const bool same = std::isnan(want[i]) ? std::isnan(got[i])
+                                                      : std::memcmp(&got[i], &want[i], sizeof(float)) == 0;
+                CHECK(same, "%s round_f16(%a) = %a, ref %a", k->name, x[i], got[i], want[i]);
+            }
+        }
+    }
+}
+
 TEST(rope_matches_reference) {
     for (const Kernels* k : simd_variants()) {
         for (int head_dim : {2, 6, 16, 64, 128}) {

@@ -52,6 +52,10 @@ void swiglu(float* out, const float* gate, const float* up, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[i] = silu(gate[i]) * up[i];
 }
 
+void round_f16(float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_fp32(fp32_to_fp16(x[i]));
+}
+
 void rope_head(float* x, int head_dim, const float* cs, bool neox, int first_pair) {
     const int half = head_dim / 2;
     for (int i = first_pair; i < half; ++i) {
@@ -86,6 +90,7 @@ const Kernels& kernels_ref() {
     static const Kernels k = {
         "ref",         ref::quantize_q8_0, ref::quantize_q8_1, ref::gemm_q4_0, ref::gemm_q4_1, ref::gemm_q8_0,
         ref::gemm_f16, ref::gemm_f32,      ref::rmsnorm,       ref::softmax,   ref::swiglu,    ref::rope,
+        ref::round_f16,
         ref::max,      ref::sum_exp,       ref::lincomb,       ref::mix_exp,   ref::topk,
         ref::lora_up,
     };

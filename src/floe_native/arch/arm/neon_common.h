@@ -26,6 +26,7 @@ constexpr Kernels make_kernels(const char* name) {
         softmax,
         swiglu,
         rope,
+        round_f16,
         max,
         sum_exp,
         lincomb,

@@ -96,6 +96,16 @@ inline void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox
     }
 }
 
+// FCVTN / FCVTL: round to nearest even as FPCR has it (RNE, no flush: the Linux default), exact widening.
+// armv7 has no half conversion in NEON without neon-fp16: the reference does it.
+inline void round_f16(float* x, int64_t n) {
+    int64_t i = 0;
+#if FLOE_NEON_A64
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, vcvt_f32_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+#endif
+    ref::round_f16(x + i, n - i);
+}
+
 }  // namespace neon
 }  // namespace
 }  // namespace floe

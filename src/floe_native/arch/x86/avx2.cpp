@@ -187,6 +187,15 @@ void swiglu(float* out, const float* gate, const float* up, int64_t n) {
     ref::swiglu(out + n8, gate + n8, up + n8, n - n8);
 }
 
+// F16C's conversion rounds to nearest even like fp32_to_fp16 (MXCSR's DAZ/FTZ are off: subnormals are kept), and
+// widening back is exact: bit-identical to ref but for NaN payloads.
+void round_f16(float* x, int64_t n) {
+    const int64_t n8 = n / 8 * 8;
+    for (int64_t i = 0; i < n8; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    ref::round_f16(x + n8, n - n8);
+}
+
 // Same products and sums as ref::rope_head, so results are bit-identical (products via mul_rounded: no FMA).
 // Pair-chunk outer loop: the cos / sin vectors are loaded (and for neox deinterleaved) once for all heads.
 void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox) {

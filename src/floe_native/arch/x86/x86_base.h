@@ -83,6 +83,7 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
 void softmax(float* x, int64_t n);
 void swiglu(float* out, const float* gate, const float* up, int64_t n);
 void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox);
+void round_f16(float* x, int64_t n);
 // fusion primitives (avx2_fusion.cpp)
 float max(const float* x, int64_t n);
 double sum_exp(const float* x, int64_t n, float m, float s, double* sum_dx);

@@ -429,6 +429,7 @@ constexpr Kernels make_kernels(const char* name, lora_up_fn lora_up) {
         avx2::softmax,
         avx2::swiglu,
         avx2::rope,
+        avx2::round_f16,
         avx2::max,
         avx2::sum_exp,
         avx2::lincomb,

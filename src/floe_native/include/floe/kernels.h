@@ -29,6 +29,9 @@ using swiglu_fn = void (*)(float* out, const float* gate, const float* up, int64
 // Rotate n_heads heads of head_dim values in place by the table cs = {cos0, sin0, cos1, sin1, ...}
 // (head_dim/2 pairs, see rope_table). neox = false: pairs (x[2i], x[2i+1]) (llama); true: (x[i], x[i+d/2]).
 using rope_fn = void (*)(float* x, int n_heads, int head_dim, const float* cs, bool neox);
+// x[i] = x[i] rounded to the nearest IEEE half (ties to even, overflow to inf, subnormal halves kept) and back, in
+// place: attention's queries and probabilities, rounded as llama.cpp's f16 KV path does. NaN stays a NaN.
+using round_f16_fn = void (*)(float* x, int64_t n);
 
 // ---- fusion primitives (used by fusion.cpp). NaN inputs count as -inf everywhere: never a max, a top-k entry or
 // any probability mass. Sums of exponentials are accumulated in float per lane and in double across blocks
@@ -99,6 +102,7 @@ struct Kernels {
     softmax_fn softmax;
     swiglu_fn swiglu;
     rope_fn rope;
+    round_f16_fn round_f16;
     max_fn max;
     sum_exp_fn sum_exp;
     lincomb_fn lincomb;
@@ -150,6 +154,7 @@ extern const gemm_fn gemm_q4_0, gemm_q4_1, gemm_q8_0, gemm_f16, gemm_f32;
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
 void softmax(float* x, int64_t n);
 void rope(float* x, int n_heads, int head_dim, const float* cs, bool neox);
+void round_f16(float* x, int64_t n);
 void quantize_q8_0(const float* x, void* y, int64_t n);  // activations (see quantize_fn)
 void quantize_q8_1(const float* x, void* y, int64_t n);
 // Weights: ggml's quantize_row_*_ref, byte-identical to gguf.quants (q8_0 weights round half away from zero).
