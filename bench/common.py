@@ -21,6 +21,18 @@ def machine() -> str:
     return f"{model}{detail}, {os.cpu_count()} cores{cache}, Linux {platform.release()}"
 
 
+# The CPU flags the kernel variants are chosen by (x86 /proc/cpuinfo "flags", ARM "Features").
+SIMD_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_int8", "asimd", "asimddp", "i8mm", "sve", "neon")
+
+
+def simd_flags() -> str:
+    """The kernel-relevant flags this CPU reports, e.g. "avx2 fma f16c avx512f ... avx512_vnni"."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    have = set((re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.M) or [""])[0].split())
+    return " ".join(f for f in SIMD_FLAGS if f in have) or "none reported"
+
+
 def load() -> str:
     """Load average: other processes on the same cores skew every figure."""
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, machine, write_section  # noqa: E402
+from common import load, machine, simd_flags, write_section  # noqa: E402
 
 TASKS = ("decode", "prefill64", "prefill512", "chunk8")
 PROMPT = list(range(1000, 1000 + 512))  # fixed ids: tokenization is not what is measured here
@@ -203,7 +203,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "peak RSS - interpreter, MB: ours / llama.cpp", "file MB"]
     lines = [
         "## Decoder: NativeSLM vs llama.cpp", "",
-        f"`{cmd.strip()}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, load {load()}, "
+        f"`{cmd.strip()}` — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()} (flags: {simd_flags()}), "
+        f"load {load()}, "
         f"kernels `{kernels.active_variant()}`, median of {reps} runs per cell, each in a fresh process pinned "
         "with taskset.", "",
         "Units: decode and prefill in tokens/s (ratio > 1: we are faster), chunk8 in ms for 8 tokens with all "

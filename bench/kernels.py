@@ -38,7 +38,7 @@ import numpy as np
 from floe_edge import kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_MD, load, machine, write_section  # noqa: E402
+from common import BENCH_MD, load, machine, simd_flags, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- kernels:begin -->", "<!-- kernels:end -->"
@@ -228,7 +228,7 @@ def markdown(results: list[Result], args: argparse.Namespace, bw: dict[int, floa
         "",
         f"- Command: `{cmd}` (pins itself: core 0 for 1 thread, cores 0-1 for 2 threads)",
         f"- Date: {date}",
-        f"- Machine: {machine()}; load average (1/5/15 min) {loads}",
+        f"- Machine: {machine()}; flags: {simd_flags()}; load average (1/5/15 min) {loads}",
         f"- floe-edge variant: `{args.variant or kernels.active_variant()}` "
         f"(available: {', '.join(kernels.variants())})",
         f"- ggml: {ggml}, its `ggml_vec_dot_*` + `quantize_row_q8_*` called from `bench/ggml_ref.c`",

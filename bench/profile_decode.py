@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, machine, write_section  # noqa: E402
+from common import load, machine, simd_flags, write_section  # noqa: E402
 
 PROMPT = list(range(1000, 1032))
 
@@ -194,7 +194,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cmd = "python bench/profile_decode.py" + (" " + " ".join(argv) if argv else "")
     lines = [
         "## Decode profile: where a SmolLM2-135M token's time goes (NativeSLM)", "",
-        f"`{cmd}` — {when}, {machine()}, load {start_load}, kernels `{kernels.active_variant()}`, "
+        f"`{cmd}` — {when}, {machine()} (flags: {simd_flags()}), load {start_load}, kernels `{kernels.active_variant()}`, "
         f"{args.tokens} greedy tokens after a {len(PROMPT)}-token prompt (context {len(PROMPT) + 8}.."
         f"{len(PROMPT) + 8 + args.tokens}), perf cpu-clock samples at 4 kHz of the decode loop only.", "",
         "CPU ms per token: a group's share of the samples times the CPU time per token (all threads; with 2 threads "
