@@ -194,7 +194,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cmd = "python bench/profile_decode.py" + (" " + " ".join(argv) if argv else "")
     lines = [
         "## Decode profile: where a SmolLM2-135M token's time goes (NativeSLM)", "",
-        f"`{cmd}` — {when}, {machine()} (flags: {simd_flags()}), load {start_load}, kernels `{kernels.active_variant()}`, "
+        f"`{cmd}` — {when}, {machine()} (flags: {simd_flags()}), load {start_load}, "
+        f"kernels `{kernels.active_variant()}`, "
         f"{args.tokens} greedy tokens after a {len(PROMPT)}-token prompt (context {len(PROMPT) + 8}.."
         f"{len(PROMPT) + 8 + args.tokens}), perf cpu-clock samples at 4 kHz of the decode loop only.", "",
         "CPU ms per token: a group's share of the samples times the CPU time per token (all threads; with 2 threads "
