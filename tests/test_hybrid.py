@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from floe_edge import NativeSLM
+from floe_edge.fusion import FusionWeights
 from floe_edge.hybrid import HybridGenerator, Source, ThrottledEdge
 from floe_edge.scheduler import Lead
 
@@ -176,12 +177,15 @@ def test_cloud_led_verifies_cloud_draft(edge, smollm2_path) -> None:
 def test_pace_bounds_the_whole_generation(edge, smollm2_path) -> None:
     """A cloud slower than the edge: with pace=1.2 the generation takes at most ~1.2x the edge's own time per token
     (as measured in that run, so that a noisy host moves both sides), plus a rolled-back token or two; without it
-    the unsure tokens wait for the cloud."""
+    the unsure tokens wait for the cloud. Every token is unsure (gate > 1: no confident edge token skips the cloud),
+    so the test does not hang on how many tokens of this prompt the edge's kernels happen to be unsure of (with
+    the 'assistant' gate it was 8 of 24 on avx2 and 1 on avx512: one wait fits the bound's slack)."""
     memo: dict = {}  # answers computed once: the cloud's compute must not slow the edge, the waiting is measured
+    every_token = FusionWeights(edge=0.3, cloud=0.7, gate=1.1)
 
     def over_bound_ms(pace):
         # lookahead 1: no drafting ahead to hide the waits, so what is left is what pace bounds
-        with HybridGenerator(edge, FakeCloud(smollm2_path, delay_ms=80, memo=memo), fusion="assistant",
+        with HybridGenerator(edge, FakeCloud(smollm2_path, delay_ms=80, memo=memo), fusion=every_token,
                              deadline_ms=1000, pace=pace, lookahead=1) as gen:
             run(gen)
             got = run(gen)

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from . import _native
 from .edge import reuse_prefix
+from .native_tokens import NativeTokens
 from .sampling import Sampler, log_softmax
 
 __all__ = ["GeneratedToken", "GenerationStats", "ModelClosedError", "NativeSLM"]
@@ -46,7 +47,7 @@ class GenerationStats:
         return len(self.token_ms) / (self.decode_ms / 1e3) if self.decode_ms > 0 else 0.0
 
 
-class NativeSLM:
+class NativeSLM(NativeTokens):
     """A GGUF model on floe-edge's native decoder: weights used in place from the mmap, f16 KV cache.
 
     eval() appends tokens to the KV cache and returns their logits; reset()/truncate() rewind it.
@@ -82,10 +83,6 @@ class NativeSLM:
 
     # -- properties ------------------------------------------------------------------------------
     @property
-    def n_vocab(self) -> int:
-        return int(self._tokenizer.n_vocab)
-
-    @property
     def n_ctx(self) -> int:
         return int(self._live().n_ctx)
 
@@ -110,25 +107,6 @@ class NativeSLM:
         if self._metadata is None:
             self._metadata = _native.GGUFFile(str(self.path)).metadata
         return self._metadata
-
-    @property
-    def tokenizer(self) -> "_native.Tokenizer":
-        return self._tokenizer
-
-    # -- tokens ----------------------------------------------------------------------------------
-    def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = True) -> list[int]:
-        return list(self._tokenizer.tokenize(text, add_bos, special))
-
-    def detokenize(self, ids: Sequence[int], special: bool = False) -> bytes:
-        return bytes(self._tokenizer.detokenize(list(ids), special))
-
-    def is_eog(self, id: int) -> bool:
-        """Does this token end the generation (end of text, end of turn)?"""
-        return bool(self._tokenizer.is_eog(id))
-
-    def text_stream(self) -> "_native.StreamDecoder":
-        """A decoder of generated ids to text, as UTF-8 characters complete."""
-        return _native.StreamDecoder(self._tokenizer)
 
     # -- LoRA adapters ---------------------------------------------------------------------------
     def load_adapter(self, path: Union[str, os.PathLike]) -> "_native.Adapter":
@@ -158,13 +136,7 @@ class NativeSLM:
              timeout_s: Optional[float] = None) -> npt.NDArray[np.float32]:
         """Evaluate ids after the cached tokens: logits (len(ids), n_vocab), or (n_vocab,) with logits="last".
         Raises ContextOverflowError when the context is full, _native.Cancelled on timeout or cancel()."""
-        if logits not in ("all", "last"):
-            raise ValueError("logits must be 'all' or 'last'")
-        arr = np.asarray(ids, dtype=np.int64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError("ids must be a non-empty 1-D sequence of token ids")
-        if arr.min() < 0 or arr.max() >= self.n_vocab:
-            raise ValueError(f"token ids must be in 0..{self.n_vocab - 1}")
+        arr = self._eval_ids(ids, logits)
         return self._live().eval(arr.astype(np.int32), logits == "all", timeout_s)
 
     def cancel(self) -> None:

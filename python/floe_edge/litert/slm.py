@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _native
+from ..native_tokens import NativeTokens
 from ..sampling import Sampler
 from ..slm import GeneratedToken, GenerationStats, ModelClosedError, NativeSLM
 from .runtime import open_interpreter
@@ -63,7 +64,7 @@ class _Signature:
         self.interp._interpreter.Invoke(self.subgraph)
 
 
-class LiteRTSLM:
+class LiteRTSLM(NativeTokens):
     """An exported .tflite edge model on LiteRT (XNNPACK on `threads` CPU threads, or a gpu/npu delegate).
 
     `tokenizer`: the GGUF whose tokenizer to use (default: the source GGUF the sidecar names); its fingerprint must
@@ -136,10 +137,6 @@ class LiteRTSLM:
 
     # -- properties --------------------------------------------------------------------------------
     @property
-    def n_vocab(self) -> int:
-        return int(self._tokenizer.n_vocab)
-
-    @property
     def n_ctx(self) -> int:
         return int(self.card.n_ctx)
 
@@ -151,36 +148,13 @@ class LiteRTSLM:
     def cached_tokens(self) -> list[int]:
         return list(self._tokens)
 
-    @property
-    def tokenizer(self) -> "_native.Tokenizer":
-        return self._tokenizer
-
-    # -- tokens (the native tokenizer of the source GGUF) -------------------------------------------
-    def tokenize(self, text: Union[str, bytes], add_bos: bool = True, special: bool = True) -> list[int]:
-        return list(self._tokenizer.tokenize(text, add_bos, special))
-
-    def detokenize(self, ids: Sequence[int], special: bool = False) -> bytes:
-        return bytes(self._tokenizer.detokenize(list(ids), special))
-
-    def is_eog(self, id: int) -> bool:
-        return bool(self._tokenizer.is_eog(id))
-
-    def text_stream(self) -> "_native.StreamDecoder":
-        return _native.StreamDecoder(self._tokenizer)
-
     # -- evaluation --------------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], logits: Literal["all", "last"] = "all",
              timeout_s: Optional[float] = None) -> npt.NDArray[np.float32]:
         """Evaluate ids after the cached tokens: logits (len(ids), n_vocab), or (n_vocab,) with logits="last".
         ContextOverflowError when they do not fit; _native.Cancelled when timeout_s passes (checked between
         chunks: one interpreter call cannot be interrupted)."""
-        if logits not in ("all", "last"):
-            raise ValueError("logits must be 'all' or 'last'")
-        arr = np.asarray(ids, dtype=np.int64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError("ids must be a non-empty 1-D sequence of token ids")
-        if arr.min() < 0 or arr.max() >= self.n_vocab:
-            raise ValueError(f"token ids must be in 0..{self.n_vocab - 1}")
+        arr = self._eval_ids(ids, logits)
         self._live()
         if self.n_past + arr.size > self.n_ctx:
             raise _native.ContextOverflowError(f"{self.n_past} cached + {arr.size} new tokens exceed n_ctx "
