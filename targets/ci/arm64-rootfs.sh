@@ -217,15 +217,19 @@ compare_generate() {
         && gen_ok=1 || gen_ok=0
     log "generate: QEMU_CPU=$cpu: $gen_result"
     if [ "$arch" = arm64 ]; then
-        # the same wheel's other kernel table: SDOT, on an emulated CPU that has it (a Pi 5 / Snapdragon class)
-        local cpu_main=$cpu
+        # the same wheel's other kernel tables, on an emulated CPU that has their instructions: SDOT (a Pi 5) and
+        # SMMLA in the prompt's two-column tiles (a Snapdragon 8 Gen 2)
+        local cpu_main=$cpu variant result
         cpu=max
-        in_root "$T_GENERATE" python "${args[@]}" --variant neon_dotprod > "$cache/generate-$arch-dotprod.json" \
-            || die "floe generate --variant neon_dotprod failed in the rootfs (QEMU_CPU=max)"
+        for variant in neon_dotprod neon_i8mm; do
+            in_root "$T_GENERATE" python "${args[@]}" --variant "$variant" > "$cache/generate-$arch-$variant.json" \
+                || die "floe generate --variant $variant failed in the rootfs (QEMU_CPU=max)"
+            result=$(python3 "$here/compare_tokens.py" "$cache/generate-x86.json" \
+                "$cache/generate-$arch-$variant.json") || gen_ok=0
+            log "generate: QEMU_CPU=max --variant $variant: $result"
+            if [ "$variant" = neon_dotprod ]; then gen_dotprod=$result; else gen_i8mm=$result; fi
+        done
         cpu=$cpu_main
-        gen_dotprod=$(python3 "$here/compare_tokens.py" "$cache/generate-x86.json" \
-            "$cache/generate-$arch-dotprod.json") || gen_ok=0
-        log "generate: QEMU_CPU=max --variant neon_dotprod: $gen_dotprod"
     fi
     gen_secs=$((SECONDS - t0))
 }
@@ -248,7 +252,8 @@ main() {
     local ok=$((test_rc == 0 && gen_ok == 1))
     echo "RESULT arch=$arch cpu=$cpu quick=$quick status=$([ $ok = 1 ] && echo pass || echo FAIL)" \
         "wheel=$wheel wheel_build_s=$wheel_secs tests_s=$test_secs tests=\"$test_summary\"" \
-        "generate_s=$gen_secs tokens=\"$gen_result\" tokens_dotprod=\"${gen_dotprod:-n/a}\" total_s=$((SECONDS - t_start))"
+        "generate_s=$gen_secs tokens=\"$gen_result\" tokens_dotprod=\"${gen_dotprod:-n/a}\"" \
+        "tokens_i8mm=\"${gen_i8mm:-n/a}\" total_s=$((SECONDS - t_start))"
     [ $ok = 1 ]
 }
 
