@@ -10,8 +10,8 @@ does, each group beside its bound.
 The child loads the model, evaluates a 32-token prompt, then decodes --tokens tokens greedily; perf records only
 that loop (its --control fifo, which the child enables), at 4 kHz on every thread. Each sampled function goes into
 one group (matvecs by weight format, attention, the small ops, thread hand-off, Python); a group's share of the
-samples times the CPU time per token gives its CPU ms per token. The matvec groups have a bound: the bytes of their
-weights over the read bandwidth of the same cores (bench/kernels.py measures it).
+samples times the CPU time per token gives its CPU ms per token. The matvec groups and attention have a bound: the
+bytes they read (weights; the KV cache) over the read bandwidth of the same cores (bench/kernels.py measures it).
 """
 
 from __future__ import annotations
@@ -128,13 +128,21 @@ def profile(model: Path, threads: int, tokens: int, tmp: Path) -> tuple[dict[str
     return samples, float(result["tok_s"]), total
 
 
-def bytes_by_format(model: Path) -> dict[str, int]:
+def bytes_per_token(model: Path, tokens: int) -> dict[str, int]:
+    """What a decode step reads, by what reads it: each weight format's tensors once, and attention the f16 K and V
+    of every layer over the run's mean context."""
+    from floe_edge import NativeSLM
     from floe_edge._native import GGUFFile
 
     names = {2: "q4_0", 3: "q4_1", 8: "q8_0"}
     out: dict[str, int] = defaultdict(int)
     for t in GGUFFile(str(model)).tensors:
         out[names.get(int(t["type"]), "other")] += int(t["nbytes"])
+    with NativeSLM(model, n_ctx=64) as m:
+        c = m.config
+    mean_context = len(PROMPT) + 8 + tokens / 2
+    kv_dim = int(c["n_kv_heads"]) * int(c["head_dim"])  # type: ignore[call-overload]
+    out["kv"] = int(int(c["n_layers"]) * 2 * mean_context * kv_dim * 2)  # type: ignore[call-overload]
     return out
 
 
@@ -165,8 +173,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from floe_edge import kernels, models
 
     model = Path(args.model) if args.model else models.pull("smollm2-135m")
-    fmt_bytes = bytes_by_format(model)
-    bound_format = {"matvec q4_1": "q4_1", "matvec q4_0": "q4_0", "matvec q8_0": "q8_0"}
+    fmt_bytes = bytes_per_token(model, args.tokens)
+    bound_format = {"matvec q4_1": "q4_1", "matvec q4_0": "q4_0", "matvec q8_0": "q8_0",
+                    "attention: f16 gemms": "kv"}
     start_load = load()
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,8 +208,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{args.tokens} greedy tokens after a {len(PROMPT)}-token prompt (context {len(PROMPT) + 8}.."
         f"{len(PROMPT) + 8 + args.tokens}), perf cpu-clock samples at 4 kHz of the decode loop only.", "",
         "CPU ms per token: a group's share of the samples times the CPU time per token (all threads; with 2 threads "
-        "it includes the time a thread waits for the other). Bound: the group's weight bytes at the read bandwidth "
-        "of the same cores (bench/ggml_ref.c), times the threads.", "",
+        "it includes the time a thread waits for the other). Bound: the bytes the group reads per token at the read "
+        "bandwidth of the same cores (bench/ggml_ref.c), times the threads: its weights for a matvec, for attention "
+        "the f16 K and V of every layer over the run's mean context.", "",
     ]
     for threads, tok_s, cpu_ms, gbs, total, rows in tables:
         bw = f", read bandwidth {gbs:.1f} GB/s" if gbs else ""
