@@ -1,13 +1,15 @@
-"""Writing files so that a crash, a full disk or an error half-way never leaves a half-written file behind."""
+"""Files: writing them so that a crash, a full disk or an error half-way never leaves a half-written file behind,
+and their sha256 (models, adapters, exported models are named by it)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
-__all__ = ["write_atomic"]
+__all__ = ["file_sha256", "write_atomic"]
 
 Writer = Callable[[Path], None]
 
@@ -47,3 +49,12 @@ def write_atomic(path: Union[str, os.PathLike], content: Union[bytes, Writer], *
             pass
         raise
     return path
+
+
+def file_sha256(path: Union[str, os.PathLike]) -> str:
+    """The hex sha256 of a file's bytes, read 1 MiB at a time (OSError as open() raises it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

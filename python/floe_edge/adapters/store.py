@@ -25,7 +25,6 @@ for a leftover (the lock goes with the process, however it dies).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Union  # List: `list` is a method name here
 
 from .. import paths
-from ..files import write_atomic
+from ..files import file_sha256, write_atomic
 from .lora_file import AdapterError, LoraAdapter
 
 if TYPE_CHECKING:
@@ -85,14 +84,6 @@ class AdapterVersion:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lock_dir(path: Path, wait: bool) -> Optional[int]:
@@ -158,7 +149,7 @@ class AdapterStore:
         lock = _lock_dir(staging, wait=True)  # held until we return: the directory is not a leftover meanwhile
         try:
             shutil.copyfile(path, staging / ADAPTER_FILE)
-            manifest = {"sha256": _sha256(staging / ADAPTER_FILE), "size": (staging / ADAPTER_FILE).stat().st_size,
+            manifest = {"sha256": file_sha256(staging / ADAPTER_FILE), "size": (staging / ADAPTER_FILE).stat().st_size,
                         "architecture": adapter.architecture, "rank": adapter.rank, "alpha": adapter.alpha,
                         "base_model": Path(base).name if base is not None else None,
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -270,7 +261,7 @@ class AdapterStore:
         entry = self.info(profile, app, version)
         path = Path(entry.path)
         try:
-            size, digest = path.stat().st_size, _sha256(path)
+            size, digest = path.stat().st_size, file_sha256(path)
         except OSError as e:
             raise AdapterError(f"{path}: cannot read: {e.strerror or e}") from None
         if size != entry.size or digest != entry.sha256:

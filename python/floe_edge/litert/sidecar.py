@@ -8,12 +8,13 @@ before the interpreter reads it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
+
+from ..files import file_sha256
 
 __all__ = ["FORMAT", "LiteRTError", "Sidecar", "file_sha256", "sidecar_path", "tokenizer_fingerprint"]
 
@@ -27,14 +28,6 @@ class LiteRTError(RuntimeError):
 
 def sidecar_path(model: PathLike) -> Path:
     return Path(os.fspath(model) + ".json")
-
-
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

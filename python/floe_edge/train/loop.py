@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 import numpy as np
 
 from ..adapters import LoraAdapter
+from ..files import file_sha256
 from ..data.records import Record
 from ..data.tokens import RecordTokens, tokenize_record
 from .batches import IGNORE, Batch, epoch_batches
@@ -204,12 +205,8 @@ def _save(path: Path, state: Checkpoint, model: object, optimizer: object, secon
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(path)
     except OSError as e:
         raise TrainError(f"{path}: cannot read the base model: {e}") from None
 
