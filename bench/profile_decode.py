@@ -120,7 +120,6 @@ def profile(model: Path, threads: int, tokens: int, tmp: Path) -> tuple[dict[str
         if not m:
             continue
         n, dso, sym = int(m.group(1)), m.group(2), m.group(3).strip()
-        dso = "[kernel]" if line.split()[2:3] and "[k]" in line else dso
         samples[group_of(sym, dso)] += n
         total += n
     if total == 0:
@@ -177,11 +176,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     bound_format = {"matvec q4_1": "q4_1", "matvec q4_0": "q4_0", "matvec q8_0": "q8_0",
                     "attention: f16 gemms": "kv"}
     start_load = load()
+    from decode import read_gbs  # bench/decode.py: the read bandwidth of the same cores
+
     tables = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in args.threads:
-            from decode import read_gbs  # bench/decode.py: the read bandwidth of the same cores
-
             gbs = read_gbs(threads)
             samples, tok_s, total = profile(model, threads, args.tokens, Path(tmp))
             cpu_ms = 1000.0 / tok_s * threads  # CPU time per token, all threads

@@ -76,10 +76,10 @@ struct ScaleD {
     }
 };
 
-// Weights decoded to unsigned bytes (Decode: W, decode()) against the signed q8 activation bytes as they are.
-template <class Decode, class Ab, class Dot>
+// Weights decoded to unsigned bytes (Decode: W, decode()) against the signed q8 activation bytes, as the Prep's
+// ActHalves holds them.
+template <class Decode, class Dot>
 struct ByteDot : Decode {
-    using A = Ab;
     template <int G>
     using Weights = typename Decode::template Weights<G>;
     template <int G>
@@ -190,15 +190,15 @@ struct OffsetPrep : ScaleD<Wb> {
 
 // q4_0 x q8_0: sum((q - 8) * a) = sum(q * a) - 8 * sum(a).
 template <class Dot>
-struct Q4_0 : ByteDot<NibbleDecode<block_q4_0>, block_q8_0, Dot>, OffsetPrep<block_q4_0, block_q8_0, 3> {};
+struct Q4_0 : ByteDot<NibbleDecode<block_q4_0>, Dot>, OffsetPrep<block_q4_0, block_q8_0, 3> {};
 
 // q8_0 x q8_0 for VNNI: sum((q + 128) * a) - 128 * sum(a), exact over the full int8 range.
 template <class Dot>
-struct Q8_0Biased : ByteDot<BiasedByteDecode, block_q8_0, Dot>, OffsetPrep<block_q8_0, block_q8_0, 7> {};
+struct Q8_0Biased : ByteDot<BiasedByteDecode, Dot>, OffsetPrep<block_q8_0, block_q8_0, 7> {};
 
 // q4_1 x q8_1: d_w d_a sum(q * a) + m_w s_a, with s_a = d_a sum(a) from the activation block.
 template <class Dot>
-struct Q4_1 : ByteDot<NibbleDecode<block_q4_1>, block_q8_1, Dot> {
+struct Q4_1 : ByteDot<NibbleDecode<block_q4_1>, Dot> {
     using A = block_q8_1;
     using W = block_q4_1;
     struct Prep {
