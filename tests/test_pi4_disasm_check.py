@@ -141,5 +141,10 @@ def test_not_aarch64_is_an_error(tmp_path: Path) -> None:
     host = tmp_path / "host.o"
     (tmp_path / "host.cpp").write_text("int f() { return 1; }\n")
     subprocess.run(["c++", "-c", str(tmp_path / "host.cpp"), "-o", str(host)], check=True)
+    # an x86-64 object on any host (on an aarch64 one, e.g. the emulated board run, c++ makes aarch64 code): the
+    # ELF header's e_machine (bytes 18-19, little-endian) says EM_X86_64
+    elf = bytearray(host.read_bytes())
+    elf[18:20] = (62).to_bytes(2, "little")
+    host.write_bytes(bytes(elf))
     result = check(host)
     assert result.returncode == 2 and "not an aarch64 ELF" in result.stderr

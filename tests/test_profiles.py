@@ -212,9 +212,16 @@ def _args(*argv: str) -> argparse.Namespace:
     return args
 
 
+def _runnable_here() -> str:
+    """A shipped native-backend profile whose kernel variant this CPU runs (x86-avx2 on x86, rpi4 on ARM)."""
+    runnable = [load_profile(n) for n in SHIPPED]
+    return next(p.name for p in runnable if p.backend == "native" and p.variant in kernels.variants())
+
+
 def test_the_profile_fills_the_flags_left_at_their_defaults() -> None:
-    p = load_profile("x86-avx2")
-    args = _args("generate", "--prompt", "x", "--profile", "x86-avx2")
+    name = _runnable_here()
+    p = load_profile(name)
+    args = _args("generate", "--prompt", "x", "--profile", name)
     assert (args.threads, args.variant, args.deadline_ms, args.fusion) == \
         (p.threads, p.variant, p.hybrid.deadline_ms, p.hybrid.fusion)
 
@@ -235,9 +242,11 @@ def test_without_a_profile_the_defaults_are_plain_values() -> None:
 
 @pytest.mark.parametrize("flag", ["--profile", "--hw-profile"])
 def test_demo_takes_the_hardware_profile_as_generate_does_and_the_network_as_net(flag: str) -> None:
-    args = _args("demo", flag, "x86-avx2", "--net", "lte", "--fusion", "code")
+    name = _runnable_here()
+    p = load_profile(name)
+    args = _args("demo", flag, name, "--net", "lte", "--fusion", "code")
     assert (args.hw_profile, args.variant, args.deadline_ms, args.fusion, args.net) == \
-        ("x86-avx2", "avx2", 120.0, "code", "lte")
+        (name, p.variant, p.hybrid.deadline_ms, "code", "lte")
 
 
 def test_demo_says_when_profile_names_a_network(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,8 @@ def test_workflow_runs_every_build(workflow: dict[str, Any]) -> None:
 
 
 def configure(tmp_path: Path, cxxflags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["cmake", "-S", str(ROOT), "-B", str(tmp_path / "build"), "-DFLOE_PORTABLE=ON",
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []  # a userland may have ninja and no make
+    return subprocess.run(["cmake", "-S", str(ROOT), "-B", str(tmp_path / "build"), *generator, "-DFLOE_PORTABLE=ON",
                            f"-DCMAKE_CXX_FLAGS={cxxflags}"], capture_output=True, text=True, timeout=300)
 
 

@@ -31,7 +31,7 @@ deb_packages="python3 python3-venv python3-dev python3-pip g++ cmake ninja-build
 python3-numpy python3-pytest python3-hypothesis python3-yaml python3-tqdm"
 # From PyPI into the venv: the build backend (not in bookworm at these versions) and the runtime/test deps
 # pyproject asks for that bookworm lacks or ships too old (httpx 0.23 < 0.25). All pure Python or with arm wheels.
-pip_packages="scikit-build-core>=0.10 pybind11>=3.0 httpx>=0.25 gguf>=0.10 rich>=13"
+pip_packages="scikit-build-core>=0.10 pybind11>=3.0 httpx>=0.25 gguf>=0.10 rich>=13 pybind11-stubgen>=2.5"
 QUICK_TESTS="tests/test_matvec.py tests/test_quantize.py tests/test_ops.py tests/test_fusion.py tests/test_tokenizer.py
 tests/test_gguf.py tests/test_imports.py"
 # greedy, not repetitive for 48 tokens (code: every step depends on the exact logits of many candidates)
@@ -93,6 +93,8 @@ mount_chroot() {
     mount --rbind /dev "$r/dev" && mount --make-rslave "$r/dev" && mounted+=("$r/dev")
     mount -t sysfs sysfs "$r/sys" && mounted+=("$r/sys")
     cp -L /etc/resolv.conf "$r/etc/resolv.conf"
+    # debootstrap writes no /etc/hosts: without it "localhost" does not resolve (tests bind to it)
+    grep -qs '^127\.0\.0\.1[[:space:]].*localhost' "$r/etc/hosts" || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >> "$r/etc/hosts"
     # pip inside trusts what the host trusts (the host may reach PyPI through a TLS-inspecting proxy)
     cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$r/etc/ssl/certs/floe-host-ca.crt"
 }
