@@ -16,7 +16,7 @@ pytest.importorskip("litert_torch", reason="the [export] extra: bash tools/setup
 pytest.importorskip("ai_edge_litert", reason="the [litert] extra: bash tools/setup.sh export")
 
 from floe_edge import _native  # noqa: E402
-from floe_edge.litert import LiteRTSLM, export_litert  # noqa: E402
+from floe_edge.litert import LiteRTError, LiteRTSLM, export_litert  # noqa: E402
 from floe_edge.litert.sidecar import file_sha256  # noqa: E402
 from floe_edge.make_slm import make_slm  # noqa: E402
 from floe_edge.slm import NativeSLM  # noqa: E402
@@ -187,5 +187,41 @@ def test_merged_adapter_matches_native_with_the_adapter(tiny: Path, text_ids: li
         native.reset()
         native.set_adapters([(native.load_adapter(adapter), 0.5)])
         want, got = native.eval(ids), lt.eval(ids)
+        # NativeSLM's adapter calls, as the demo makes them: the merged adapter at its scale, nothing else
+        handle = lt.load_adapter(adapter)
+        lt.set_adapters([(handle, 0.5)])
+        for wrong in ([], [(handle, 1.0)], [(handle, 0.5), (handle, 0.5)]):
+            with pytest.raises(LiteRTError, match="cannot swap adapters"):
+                lt.set_adapters(wrong)
+        with pytest.raises(LiteRTError, match="not merged into this model"):
+            lt.load_adapter(tiny)
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
     assert np.abs(got - want).max() < 0.1 < np.abs(base - want).max()
+
+
+def test_floe_demo_on_litert(smollm2_path: Path, tmp_path: Path) -> None:
+    """`floe demo --backend litert`: the edge (SmolLM2) exported once to int8 and cached in the demo folder, then the
+    same three ways and the same privacy check as on the native backend (in a subprocess: the demo pins itself)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("llama_cpp", reason="the demo's local cloud is llama-cpp-python's")
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / smollm2_path.name).symlink_to(smollm2_path)
+    r = subprocess.run([sys.executable, "-m", "floe_edge.cli", "demo", "--backend", "litert", "--cloud-model",
+                        "smollm2-135m", "--rtt", "10", "--no-adapter", "--questions", "1", "--json"],
+                       capture_output=True, text=True, timeout=1500, env=dict(os.environ, FLOE_HOME=str(home),
+                                                                               COLUMNS="200"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    rows = out["rows"]
+    assert [row["way"] for row in rows] == ["edge-only", "cloud-only", "floe"] * 3
+    assert all(row["text"] is not None and row["latency_ms"] > 0 for row in rows)
+    assert rows[0]["kb_sent"] == 0 and rows[1]["kb_received"] > 0 and out["privacy"]["ok"]
+    assert "exporting the edge model to LiteRT" in r.stderr and "on LiteRT (XNNPACK)" in r.stderr
+    cached = list((home / "demo" / "litert").glob("*.tflite"))
+    assert len(cached) == 1
+    with LiteRTSLM(cached[0]) as lt:
+        assert lt.card.source_sha256 == file_sha256(smollm2_path) and lt.card.adapters == []

@@ -11,7 +11,7 @@ from typing import Optional
 from ..netem import PROFILES, Profile
 from ._types import Subparsers
 from .generate import add_budget_option, enforce_memory_budget
-from .profile import add_profile_option, apply_profile, unset
+from .profile import add_profile_option, apply_profile, given, unset
 from .progress import resolve_model
 
 
@@ -24,6 +24,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("floe demo needs rich: pip install 'floe-edge[demo]'", file=sys.stderr)
         return 2
     _check_not_a_network_profile(args.hw_profile)
+    delegate_fallback = not given(args, "delegate")  # a profile's NPU: only where present
     apply_profile(args)
     enforce_memory_budget(args, resolve_model(args.edge_model), n_ctx=EDGE_CTX, threads=1,
                           override="use a smaller --edge-model")
@@ -31,7 +32,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(edge_model=args.edge_model, cloud_model=args.cloud_model, net=net, edge_variant=args.variant,
                        deadline_ms=args.deadline_ms, pace=args.pace, fusion=args.fusion, questions=args.questions,
                        prompts=tuple(args.prompt or ()), n=args.n, adapter=not args.no_adapter,
-                       train_profile=args.train_profile)
+                       train_profile=args.train_profile, backend=args.backend, delegate=args.delegate,
+                       delegate_fallback=delegate_fallback)
     console = Console(stderr=args.json)
     if args.prepare:
         prepare(opts, say=lambda text: console.print(text, markup=False))
@@ -95,6 +97,11 @@ def register(sub: Subparsers) -> None:
                    help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
     p.add_argument("--fusion", default=unset("gate"),
                    help="floe's fusion: gate (the user's learned gate, default), assistant, code, commands, adaptive")
+    p.add_argument("--backend", choices=("native", "litert"), default=unset("native"),
+                   help="the edge's backend: native (default) or litert (the edge exported once to an int8 .tflite "
+                        "with the user's adapter merged; needs floe-edge[export])")
+    p.add_argument("--delegate", choices=("none", "gpu", "npu"), default=unset("none"),
+                   help="with --backend litert: a GPU or NPU delegate (default none: XNNPACK on the CPU)")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
     add_profile_option(p, "--profile", "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",
                        note=" (not its threads: the demo pins the edge to one core); the edge model must fit its "

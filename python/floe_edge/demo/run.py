@@ -47,10 +47,15 @@ class DemoOptions:
     adapter: bool = True
     train_profile: str = TRAIN_PROFILE
     teacher_forced: bool = True  # also score each way's top-1 on the expected answer (about a second a question)
+    backend: str = "native"      # or "litert": the edge exported to .tflite with the adapter merged (litert_edge.py)
+    delegate: str = "none"       # litert: XNNPACK on the CPU, or the gpu / npu delegate
+    delegate_fallback: bool = False  # litert: a delegate a profile chose runs on the CPU where it is absent
 
     def __post_init__(self) -> None:
         if self.questions < 1 or self.n < 1:
             raise ValueError("--questions and -n must be >= 1")
+        if self.backend not in ("native", "litert"):
+            raise ValueError(f"backend must be native or litert, got {self.backend!r}")
 
 
 @dataclass
@@ -73,9 +78,10 @@ def _pin_to(core: int) -> None:
 
 
 @contextlib.contextmanager
-def _device(opts: DemoOptions, knowledge: Optional[Path]) -> Iterator[Any]:
+def _device(opts: DemoOptions, knowledge: Optional[Path], adapter: Optional[Path], say: Any) -> Iterator[Any]:
     """The edge (core 0) and a local cloud with the knowledge (the other core), behind netem capturing what goes
-    up; yields `floe_edge.evaluation.runner.Link` (its scorer bypasses netem: the gate's held-in scoring)."""
+    up; yields `floe_edge.evaluation.runner.Link` (its scorer bypasses netem: the gate's held-in scoring). `adapter`:
+    the user's, which a LiteRT edge has merged (the native one loads it at run time)."""
     from .. import models
     from ..cloud.client import FloeCloudBackend
     from ..cloud.knowledge import knowledge_id
@@ -83,7 +89,6 @@ def _device(opts: DemoOptions, knowledge: Optional[Path]) -> Iterator[Any]:
     from ..evaluation.runner import Link
     from ..hybrid.clock import LoopThread
     from ..netem import NetemProxy
-    from ..slm import NativeSLM
 
     edge_path, cloud_path = models.pull(opts.edge_model), models.pull(opts.cloud_model)
     args = ["--max-sessions-per-key", "64", *(["--knowledge", str(knowledge)] if knowledge is not None else [])]
@@ -91,7 +96,7 @@ def _device(opts: DemoOptions, knowledge: Optional[Path]) -> Iterator[Any]:
     try:
         with LocalCloud(cloud_path, core=other_core(0), n_ctx=CLOUD_CTX, extra_args=args) as cloud, \
                 NetemProxy(upstream=cloud.address, profile=opts.net, capture_up=CAPTURE_BYTES) as proxy, \
-                NativeSLM(edge_path, threads=1, n_ctx=EDGE_CTX, variant=opts.edge_variant) as slm:
+                _open_edge(opts, edge_path, adapter, say) as slm:
             _pin_to(0)
             scorer = FloeCloudBackend(cloud.url, slm.tokenizer, api_key=cloud.api_key)
             link = FloeCloudBackend(proxy.url(), slm.tokenizer, api_key=cloud.api_key)
@@ -101,6 +106,24 @@ def _device(opts: DemoOptions, knowledge: Optional[Path]) -> Iterator[Any]:
                 io.run(backend.close(), timeout=5)
     finally:
         io.close()
+
+
+def _open_edge(opts: DemoOptions, edge_path: Path, adapter: Optional[Path], say: Any) -> Any:
+    if opts.backend == "native":
+        from ..slm import NativeSLM
+
+        return NativeSLM(edge_path, threads=1, n_ctx=EDGE_CTX, variant=opts.edge_variant)
+    from ..backends import open_edge
+    from .litert_edge import litert_edge
+
+    return open_edge("litert", litert_edge(edge_path, adapter, EDGE_CTX, say), threads=1, delegate=opts.delegate,
+                     delegate_fallback=opts.delegate_fallback)
+
+
+def _on_litert(opts: DemoOptions) -> str:
+    if opts.backend != "litert":
+        return ""
+    return " on LiteRT (XNNPACK)" if opts.delegate == "none" else f" on LiteRT ({opts.delegate} delegate)"
 
 
 def _knowledge(user: DemoUser) -> Optional[Path]:
@@ -129,7 +152,7 @@ def prepare(opts: DemoOptions, say: Any = print) -> None:
     """Build what the demo caches (the user's data, adapter and gate) without running it (`floe demo --prepare`)."""
     user = load_user()
     trained = user_adapter(user.history, opts.edge_model, opts.train_profile, say)
-    with _device(opts, _knowledge(user)) as dev:
+    with _device(opts, _knowledge(user), trained[0], say) as dev:
         _fusion(opts, dev, user, trained, say)
     say(f"demo ready: user data in {user.data}, adapter {trained[0]}")
 
@@ -196,12 +219,13 @@ def run_demo(opts: DemoOptions, console: Any = None) -> DemoResult:
         console.print(f"[yellow]{NO_ADAPTER_NOTE}[/]")
     records = _questions(opts, user)
     rows: list[Row] = []
-    with _device(opts, _knowledge(user)) as dev:
+    with _device(opts, _knowledge(user), trained[0] if trained is not None else None, say) as dev:
         fusion, fusion_name = _fusion(opts, dev, user, trained, say)
         adapter = dev.slm.load_adapter(trained[0]) if trained is not None else None
         adapters = [(adapter, 1.0)] if adapter is not None else []
         scoring = (adapters, Fuser(dev.slm.n_vocab, weights=fusion, top_k=dev.k)) if opts.teacher_forced else None
         console.print(f"[bold]floe demo[/]: user {records[0].user}, edge {opts.edge_model}"
+                      f"{_on_litert(opts)}"
                       f"{' + their adapter' if adapter is not None else ' (no adapter)'} (core 0), cloud "
                       f"{opts.cloud_model} with the world knowledge, network {opts.net.describe()}, deadline "
                       f"{opts.deadline_ms:g} ms/token, floe fuses with {fusion_name}")

@@ -9,6 +9,7 @@ generator verifies drafts in one batched eval) and a `decode` signature, KV cach
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -213,11 +214,12 @@ def _convert(model: Any, out: Path, prefill: list[int], kv_cache_max: int, quant
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix=".floe-litert-", dir=out.parent) as tmp:
-            try:
-                written = converter.convert_to_tflite(
-                    model, output_path=tmp, output_name_prefix="model", prefill_seq_len=prefill,
-                    kv_cache_max_len=kv_cache_max, quantize=QUANTS[quant],
-                    export_config=ExportConfig(output_logits_on_prefill=True))  # verification reads every logit
+            try:  # the quantizer prints its size report: to stderr, stdout is for `--json`
+                with contextlib.redirect_stdout(sys.stderr):
+                    written = converter.convert_to_tflite(
+                        model, output_path=tmp, output_name_prefix="model", prefill_seq_len=prefill,
+                        kv_cache_max_len=kv_cache_max, quantize=QUANTS[quant],
+                        export_config=ExportConfig(output_logits_on_prefill=True))  # verification reads every logit
             except Exception as e:  # the converter's errors come from torch.export, MLIR, the quantizer ...
                 raise LiteRTError(f"{out}: the LiteRT conversion failed: {type(e).__name__}: {e}") from e
             say("writing the model")

@@ -23,6 +23,7 @@ from .. import _native
 from ..native_tokens import NativeTokens
 from ..sampling import Sampler
 from ..slm import GeneratedToken, GenerationStats, ModelClosedError, NativeSLM
+from .merged import MergedAdapters
 from .runtime import open_interpreter
 from .sidecar import LiteRTError, Sidecar, file_sha256, tokenizer_fingerprint
 
@@ -64,8 +65,9 @@ class _Signature:
         self.interp._interpreter.Invoke(self.subgraph)
 
 
-class LiteRTSLM(NativeTokens):
-    """An exported .tflite edge model on LiteRT (XNNPACK on `threads` CPU threads, or a gpu/npu delegate).
+class LiteRTSLM(NativeTokens, MergedAdapters):
+    """An exported .tflite edge model on LiteRT (XNNPACK on `threads` CPU threads, or a gpu/npu delegate). Its
+    adapters are those merged at export (`load_adapter` / `set_adapters` accept exactly those: merged.py).
 
     `tokenizer`: the GGUF whose tokenizer to use (default: the source GGUF the sidecar names); its fingerprint must
     match the sidecar's. `verify`: check the .tflite's sha256 against the sidecar (its size is always checked)."""
