@@ -25,6 +25,12 @@ fi
 # the cached wheel, also over one an older .venv holds (same version: pip would keep that one)
 .venv/bin/pip install -q --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
 .venv/bin/pip install -q ".[$extra]"
+# export: litert-converter's xdsl declares typing-extensions < 4.13, so pip downgrades it under the pydantic of
+# FastAPI (the cloud server), which then fails to import (it needs >= 4.16): `floe demo --backend litert` needs both.
+# xdsl runs with the newer one (tests/test_litert.py exports through it); pip warns of the declared conflict.
+if [ "$extra" = export ] && .venv/bin/pip show -q pydantic >/dev/null 2>&1; then
+    .venv/bin/pip install -q "typing-extensions>=4.16" 2>&1 | grep -v "dependency conflicts\|xdsl\|resolver does not" || true
+fi
 # train: also llama.cpp's own LoRA converter (convert_lora_to_gguf.py and what it imports), from the source of the
 # llama-cpp-python version above, so that tests can check that adapters llama.cpp writes load in ours
 if [ "$extra" = train ]; then
