@@ -29,7 +29,7 @@ fi
 # FastAPI (the cloud server), which then fails to import (it needs >= 4.16): `floe demo --backend litert` needs both.
 # xdsl runs with the newer one (tests/test_litert.py exports through it); pip warns of the declared conflict.
 if [ "$extra" = export ] && .venv/bin/pip show -q pydantic >/dev/null 2>&1; then
-    .venv/bin/pip install -q "typing-extensions>=4.16" 2>&1 | grep -v "dependency conflicts\|xdsl\|resolver does not" || true
+    .venv/bin/pip install -q "typing-extensions>=4.16"
 fi
 # train: also llama.cpp's own LoRA converter (convert_lora_to_gguf.py and what it imports), from the source of the
 # llama-cpp-python version above, so that tests can check that adapters llama.cpp writes load in ours
