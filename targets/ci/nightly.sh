@@ -47,10 +47,11 @@ for arch in "${arches[@]}"; do
         echo "## $arch: exit $rc in $((SECONDS - t0)) s (full log: $run_log)"
         grep -E '^\[..:..:..\] (rootfs|venv|wheel|tests|generate|error)' "$run_log" | sed 's/^/  /' || true
         grep '^RESULT' "$run_log" || echo "RESULT arch=$arch status=FAIL (no result line: see the errors above)"
-        # skip reasons with their counts (pytest -rs lines: "SKIPPED [N] file:line: reason")
+        # skip reasons with their counts (pytest -rs lines: "SKIPPED [N] file:line: reason", or "file: reason" for
+        # a skip marked at collection)
         if [ -f "$cache/tests-$arch.log" ]; then
             echo "  skipped, by reason:"
-            sed -n 's/^SKIPPED \[\([0-9]*\)\] [^:]*:[0-9]*: /\1\t/p' "$cache/tests-$arch.log" \
+            sed -n 's/^SKIPPED \[\([0-9]*\)\] [^:]*\(:[0-9]*\)\{0,1\}: /\1\t/p' "$cache/tests-$arch.log" \
                 | awk -F'\t' '{n[$2] += $1} END {for (r in n) printf "    %4d  %s\n", n[r], r}' | sort -rn
             grep -E '^(FAILED|ERROR|NOT COLLECTED) ' "$cache/tests-$arch.log" | sed 's/^/  /' || true
         fi
