@@ -112,10 +112,13 @@ def test_cli_generate_with_cloud(smollm2_path, capsys) -> None:
 
     from floe_edge.cli import main
 
+    # A fresh server's first request is slow (session, vocabulary, caches), and 12 edge tokens take less time than
+    # that: the scheduler rightly stays on the edge while the cloud is late. The second command finds it warm.
     with CloudServer(smollm2_path, api_key="k", n_ctx=512) as server:
-        rc = main(["generate", "--model", str(smollm2_path), "--cloud", server.url, "--api-key", "k", "--prompt",
-                   PROMPT, "-n", "12", "--deadline-ms", "400", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and out["tokens"] == len(out["ids"]) == 12
+        for _ in range(2):
+            rc = main(["generate", "--model", str(smollm2_path), "--cloud", server.url, "--api-key", "k", "--prompt",
+                       PROMPT, "-n", "12", "--deadline-ms", "400", "--json"])
+            out = json.loads(capsys.readouterr().out)
+            assert rc == 0 and out["tokens"] == len(out["ids"]) == 12
     assert set(out["source"]) <= {s.value for s in Source} and out["kb_received"] > 0
     assert main(["generate", "--cloud", "http://127.0.0.1:9", "--prompt", "x", "--fusion", "nope"]) == 2
