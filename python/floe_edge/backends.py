@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Optional, Union
 
+from .profiles import BACKENDS as BACKEND_NAMES
 from .slm import NativeSLM
 
 if TYPE_CHECKING:
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKEND_NAMES", "open_edge"]
 
-BACKEND_NAMES = ("native", "litert")
 PathLike = Union[str, "os.PathLike[str]"]
 
 

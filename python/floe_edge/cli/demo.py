@@ -9,6 +9,7 @@ import sys
 from typing import Optional
 
 from ..netem import PROFILES, Profile
+from ..profiles import BACKENDS
 from ._types import Subparsers
 from .generate import add_budget_option, enforce_memory_budget
 from .profile import add_profile_option, apply_profile, given, unset
@@ -97,7 +98,7 @@ def register(sub: Subparsers) -> None:
                    help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
     p.add_argument("--fusion", default=unset("gate"),
                    help="floe's fusion: gate (the user's learned gate, default), assistant, code, commands, adaptive")
-    p.add_argument("--backend", choices=("native", "litert"), default=unset("native"),
+    p.add_argument("--backend", choices=BACKENDS, default=unset("native"),
                    help="the edge's backend: native (default) or litert (the edge exported once to an int8 .tflite "
                         "with the user's adapter merged; needs floe-edge[export])")
     p.add_argument("--delegate", choices=("none", "gpu", "npu"), default=unset("none"),

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Union
 
+from ..profiles import BACKENDS
 from ._types import Subparsers
 from .profile import add_profile_option, apply_profile, given, unset
 
@@ -60,7 +61,7 @@ def open_edge_from_args(args: argparse.Namespace) -> "EdgeSLM":
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("native", "litert"), default=unset("native"),
+    parser.add_argument("--backend", choices=BACKENDS, default=unset("native"),
                         help="native (the GGUF on our decoder, default) or litert (a .tflite from `floe export "
                              "litert`, needs floe-edge[litert])")
     parser.add_argument("--tokenizer", metavar="GGUF",

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from ..data.records import Record
 from ..netem import Profile
+from ..profiles import BACKENDS
 from .privacy import PrivacyCheck, check_private, private_items
 from .show import WAYS, Row, Shown, summary
 from .user import TRAIN_PROFILE, DemoUser, load_user, novel, own_question, user_adapter, user_gate
@@ -54,8 +55,8 @@ class DemoOptions:
     def __post_init__(self) -> None:
         if self.questions < 1 or self.n < 1:
             raise ValueError("--questions and -n must be >= 1")
-        if self.backend not in ("native", "litert"):
-            raise ValueError(f"backend must be native or litert, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 @dataclass
@@ -109,15 +110,15 @@ def _device(opts: DemoOptions, knowledge: Optional[Path], adapter: Optional[Path
 
 
 def _open_edge(opts: DemoOptions, edge_path: Path, adapter: Optional[Path], say: Any) -> Any:
-    if opts.backend == "native":
-        from ..slm import NativeSLM
-
-        return NativeSLM(edge_path, threads=1, n_ctx=EDGE_CTX, variant=opts.edge_variant)
     from ..backends import open_edge
-    from .litert_edge import litert_edge
 
-    return open_edge("litert", litert_edge(edge_path, adapter, EDGE_CTX, say), threads=1, delegate=opts.delegate,
-                     delegate_fallback=opts.delegate_fallback)
+    model = edge_path
+    if opts.backend == "litert":
+        from .litert_edge import litert_edge
+
+        model = litert_edge(edge_path, adapter, EDGE_CTX, say)
+    return open_edge(opts.backend, model, threads=1, n_ctx=EDGE_CTX, variant=opts.edge_variant,
+                     delegate=opts.delegate, delegate_fallback=opts.delegate_fallback)
 
 
 def _on_litert(opts: DemoOptions) -> str:
