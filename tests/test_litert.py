@@ -167,9 +167,9 @@ def test_hybrid_generator_runs_on_litert(tiny: Path, exported: dict[str, Path]) 
     assert Source.FUSED in {t.source for t in got} and gen.last_stats.deadline_misses == 0
 
 
-def test_merged_adapter_matches_native_with_the_adapter(tiny: Path, text_ids: list[int]) -> None:
-    """A LoRA adapter on q, k (RoPE-permuted rows in the GGUF), v and down, merged at export, gives the logits
-    NativeSLM gives with the adapter applied at run time; and it changes them (the merge is not a no-op)."""
+def random_lora(tiny: Path) -> Path:
+    """A LoRA adapter on q, k (RoPE-permuted rows in the GGUF), v and down of both blocks, large enough to change the
+    logits."""
     from floe_edge.adapters import LoraAdapter
 
     rng = np.random.default_rng(7)
@@ -177,7 +177,13 @@ def test_merged_adapter_matches_native_with_the_adapter(tiny: Path, text_ids: li
     pairs = {f"blk.{b}.{name}.weight": (rng.normal(0, 0.1, (4, n_in)).astype(np.float32),
                                         rng.normal(0, 0.1, (n_out, 4)).astype(np.float32))
              for b in (0, 1) for name, (n_out, n_in) in shapes.items()}
-    adapter = LoraAdapter("llama", 8.0, pairs).write(tiny.with_name("lora.gguf"))
+    return LoraAdapter("llama", 8.0, pairs).write(tiny.with_name("lora.gguf"))
+
+
+def test_merged_adapter_matches_native_with_the_adapter(tiny: Path, text_ids: list[int]) -> None:
+    """A LoRA adapter on q, k (RoPE-permuted rows in the GGUF), v and down, merged at export, gives the logits
+    NativeSLM gives with the adapter applied at run time; and it changes them (the merge is not a no-op)."""
+    adapter = random_lora(tiny)
     out = tiny.with_name("tiny-lora.tflite")
     card = export_litert(tiny, out, adapters=[(adapter, 0.5)], quant="none", n_ctx=64, prefill=(16,))
     assert card.adapters[0]["scale"] == 0.5 and card.adapters[0]["sha256"] == file_sha256(adapter)
@@ -197,6 +203,52 @@ def test_merged_adapter_matches_native_with_the_adapter(tiny: Path, text_ids: li
             lt.load_adapter(tiny)
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
     assert np.abs(got - want).max() < 0.1 < np.abs(base - want).max()
+
+
+def test_per_adapter_set_swaps_exported_models(tiny: Path, text_ids: list[int], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapter swapping on LiteRT (the evaluation's personalized and generic edge): one model per adapter set,
+    exported on first use and cached by the sha256s, each with its own KV cache; a second instance exports nothing."""
+    from floe_edge import paths
+    from floe_edge.backends import open_edge_gguf
+    from floe_edge.litert import export as export_module
+
+    monkeypatch.setenv("FLOE_HOME", str(tmp_path))
+    adapter = random_lora(tiny)
+    ids = text_ids[:48]
+    with NativeSLM(tiny, n_ctx=64) as native:
+        base = native.eval(ids)
+        native.reset()
+        native.set_adapters([(native.load_adapter(adapter), 1.0)])
+        tuned = native.eval(ids)
+    said: list[str] = []
+    with open_edge_gguf("litert", tiny, n_ctx=64, say=said.append) as edge:
+        assert not said  # nothing exported before the first use
+        handle = edge.load_adapter(adapter)
+        got_base = edge.eval(ids)
+        edge.set_adapters([(handle, 1.0)])
+        got_tuned = edge.eval(ids[:40])  # the adapter set's model, its own (empty) cache
+        edge.set_adapters([])
+        assert edge.cached_tokens == ids  # the base model's cache is still there
+        edge.set_adapters([(handle, 1.0)])
+        assert edge.cached_tokens == ids[:40]
+        got_tuned = np.concatenate([got_tuned, edge.eval(ids[40:])])
+        with pytest.raises(LiteRTError, match="scale 1 only"):
+            edge.set_adapters([(handle, 0.5)])
+    assert sum("exporting the edge model" in line for line in said) == 2
+    for got, want in ((got_base, base), (got_tuned, tuned)):
+        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9  # int8 (see test_int8_agrees_with_native)
+    assert np.abs(tuned - base).max() > 5 * np.abs(got_tuned - tuned).max()  # the adapter's model, not the base's
+    assert len(list(paths.litert_dir().glob("*.tflite"))) == 2
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export_module, "export_litert", no_export)
+    with open_edge_gguf("litert", tiny, n_ctx=64, adapters=[adapter]) as edge:
+        edge.set_adapters([(edge.load_adapter(adapter), 1.0)])
+        again = np.concatenate([edge.eval(ids[:40]), edge.eval(ids[40:])])  # the same chunks: the same logits
+    assert np.array_equal(again, got_tuned)
 
 
 def test_floe_demo_on_litert(smollm2_path: Path, tmp_path: Path) -> None:
@@ -221,7 +273,38 @@ def test_floe_demo_on_litert(smollm2_path: Path, tmp_path: Path) -> None:
     assert all(row["text"] is not None and row["latency_ms"] > 0 for row in rows)
     assert rows[0]["kb_sent"] == 0 and rows[1]["kb_received"] > 0 and out["privacy"]["ok"]
     assert "exporting the edge model to LiteRT" in r.stderr and "on LiteRT (XNNPACK)" in r.stderr
-    cached = list((home / "demo" / "litert").glob("*.tflite"))
+    cached = list((home / "litert").glob("*.tflite"))
+    assert len(cached) == 1
+    with LiteRTSLM(cached[0]) as lt:
+        assert lt.card.source_sha256 == file_sha256(smollm2_path) and lt.card.adapters == []
+
+
+def test_quick_eval_on_litert(smollm2_path: Path, tmp_path: Path) -> None:
+    """`floe eval --backend litert`: the edge (SmolLM2) exported to int8 once for its adapter-free set, then the same
+    systems scored as on the native backend; the private context still helps the edge."""
+    import os
+    import subprocess
+    import sys
+
+    from floe_edge.data import generate
+
+    pytest.importorskip("llama_cpp", reason="the evaluation's local cloud is llama-cpp-python's")
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / smollm2_path.name).symlink_to(smollm2_path)
+    data, out = tmp_path / "data", tmp_path / "eval.json"
+    generate(data, users=1, seed=4242, train_per_task=4, test_per_task=2)
+    r = subprocess.run([sys.executable, "-m", "floe_edge.cli", "eval", "--data", str(data), "--quick", "--backend",
+                        "litert", "--systems", "edge,edge-generic,cloud,floe-gate,oracle", "--json", str(out)],
+                       capture_output=True, text=True, timeout=1500, env=dict(os.environ, FLOE_HOME=str(home)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    systems = result["systems"]
+    assert result["settings"]["backend"] == "litert"
+    assert {"edge", "edge-generic", "cloud", "floe-gate", "oracle"} <= set(systems)
+    assert systems["edge"]["n_tokens"] > 20 and systems["edge"]["top1"] > systems["edge-generic"]["top1"]
+    assert systems["oracle"]["top1"] >= max(systems["edge"]["top1"], systems["cloud"]["top1"])
+    cached = list((home / "litert").glob("*.tflite"))
     assert len(cached) == 1
     with LiteRTSLM(cached[0]) as lt:
         assert lt.card.source_sha256 == file_sha256(smollm2_path) and lt.card.adapters == []

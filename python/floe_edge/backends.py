@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from .profiles import BACKENDS as BACKEND_NAMES
 from .slm import NativeSLM
 
 if TYPE_CHECKING:
     from .litert import LiteRTSLM
+    from .litert.adapter_sets import PerAdapterSet
 
-__all__ = ["BACKEND_NAMES", "open_edge"]
+__all__ = ["BACKEND_NAMES", "open_edge", "open_edge_gguf"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,3 +45,21 @@ def open_edge(backend: str, model: PathLike, *, threads: int = 1, n_ctx: int = 2
         print(f"floe: {e}; running on the CPU", file=sys.stderr)
         return LiteRTSLM(model, threads=threads, tokenizer=tokenizer, delegate="none")
 
+
+def open_edge_gguf(backend: str, gguf: PathLike, *, adapters: Sequence[PathLike] = (), threads: int = 1,
+                   n_ctx: int = 2048, variant: Optional[str] = None, delegate: str = "none",
+                   delegate_fallback: bool = False,
+                   say: Callable[[str], None] = lambda _: None) -> "Union[NativeSLM, PerAdapterSet]":
+    """The edge model of a GGUF on either backend, for code that swaps adapters (the demo, the evaluation).
+    litert: the GGUF exported once per adapter set it is asked to run with (`adapters` first), each set's model
+    cached under paths.litert_dir() (litert.adapter_sets); native: the GGUF itself, which loads adapters at run
+    time (`adapters` is then the caller's to load)."""
+    if backend == "litert":
+        from .litert.adapter_sets import PerAdapterSet
+
+        return PerAdapterSet(gguf, lambda tflite: open_edge("litert", tflite, threads=threads, delegate=delegate,
+                                                            delegate_fallback=delegate_fallback),
+                             n_ctx=n_ctx, adapters=adapters, say=say)
+    edge = open_edge(backend, gguf, threads=threads, n_ctx=n_ctx, variant=variant)
+    assert isinstance(edge, NativeSLM)  # the only other backend
+    return edge

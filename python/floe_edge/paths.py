@@ -48,6 +48,12 @@ def gates_dir() -> Path:
     return home() / "gates"
 
 
+def litert_dir() -> Path:
+    """Edge models exported to LiteRT for `floe demo` and `floe eval --backend litert`, one per source GGUF and
+    adapter set: home()/litert."""
+    return home() / "litert"
+
+
 def demo_dir() -> Path:
     """`floe demo`'s files (its user's personal data, the state of their cached adapter): home()/demo."""
     return home() / "demo"

@@ -9,6 +9,7 @@ import sys
 from typing import Optional
 
 from ..netem import PROFILES, Profile
+from ..litert.runtime import DELEGATES
 from ..profiles import BACKENDS
 from ._types import Subparsers
 from .generate import add_budget_option, enforce_memory_budget
@@ -101,7 +102,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=unset("native"),
                    help="the edge's backend: native (default) or litert (the edge exported once to an int8 .tflite "
                         "with the user's adapter merged; needs floe-edge[export])")
-    p.add_argument("--delegate", choices=("none", "gpu", "npu"), default=unset("none"),
+    p.add_argument("--delegate", choices=("none", *DELEGATES), default=unset("none"),
                    help="with --backend litert: a GPU or NPU delegate (default none: XNNPACK on the CPU)")
     p.add_argument("--json", action="store_true", help="results as JSON on stdout (display on stderr)")
     add_profile_option(p, "--profile", "--hw-profile", applies="the edge's kernel variant, --deadline-ms and --fusion",

@@ -28,7 +28,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        cloud_model=args.cloud_model, rtts=tuple(args.rtt or (30.0,)), quick=args.quick,
                        users=args.users, per_task=args.per_task, hw_profile=args.hw_profile,
                        work_dir=Path(args.work_dir) if args.work_dir else None, k=args.k,
-                       deadline_ms=args.deadline_ms)
+                       deadline_ms=args.deadline_ms, backend=args.backend, delegate=args.delegate)
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else (lambda line: None)
     result = run_eval(opts, say)
     if args.json:
@@ -51,6 +51,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     from ..evaluation.options import CLOUD_MODELS
+    from ..litert.runtime import DELEGATES
+    from ..profiles import BACKENDS
 
     p = sub.add_parser("eval", help="evaluate edge, cloud and floe on a personal-data folder",
                        description=__doc__)
@@ -66,6 +68,11 @@ def register(sub: Subparsers) -> None:
                    help="the cloud model (gemma3-270m: another vocabulary, top-k mapped by bytes)")
     p.add_argument("--rtt", type=float, nargs="+", metavar="MS",
                    help="round-trip times to answer at (default 30); exact match counts the first")
+    p.add_argument("--backend", choices=BACKENDS, default="native",
+                   help="the edge's backend: native (default) or litert (the edge exported to an int8 .tflite once "
+                        "per adapter set it runs with, cached: minutes each; the [export] and [litert] extras)")
+    p.add_argument("--delegate", choices=("none", *DELEGATES), default="none",
+                   help="with --backend litert: a GPU or NPU delegate (default none: XNNPACK on the CPU)")
     p.add_argument("--quick", action="store_true", help="1 user, 2 held-out and 3 held-in records per task (CI)")
     p.add_argument("--users", type=int, default=None, help="evaluate the first N users of test.jsonl")
     p.add_argument("--per-task", type=int, default=None, help="held-out records per user and task")

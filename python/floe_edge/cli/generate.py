@@ -8,6 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Union
 
+from ..litert.runtime import DELEGATES
 from ..profiles import BACKENDS
 from ._types import Subparsers
 from .profile import add_profile_option, apply_profile, given, unset
@@ -67,7 +68,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", metavar="GGUF",
                         help="with --backend litert: the GGUF the .tflite was exported from, when it is not where "
                              "its sidecar says")
-    parser.add_argument("--delegate", choices=("none", "gpu", "npu"), default=unset("none"),
+    parser.add_argument("--delegate", choices=("none", *DELEGATES), default=unset("none"),
                         help="with --backend litert: run on a GPU or NPU delegate (default none: XNNPACK on the CPU)")
 
 

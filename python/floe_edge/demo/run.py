@@ -48,7 +48,7 @@ class DemoOptions:
     adapter: bool = True
     train_profile: str = TRAIN_PROFILE
     teacher_forced: bool = True  # also score each way's top-1 on the expected answer (about a second a question)
-    backend: str = "native"      # or "litert": the edge exported to .tflite with the adapter merged (litert_edge.py)
+    backend: str = "native"      # or "litert": the edge exported to .tflite with the adapter merged (cached)
     delegate: str = "none"       # litert: XNNPACK on the CPU, or the gpu / npu delegate
     delegate_fallback: bool = False  # litert: a delegate a profile chose runs on the CPU where it is absent
 
@@ -110,15 +110,11 @@ def _device(opts: DemoOptions, knowledge: Optional[Path], adapter: Optional[Path
 
 
 def _open_edge(opts: DemoOptions, edge_path: Path, adapter: Optional[Path], say: Any) -> Any:
-    from ..backends import open_edge
+    from ..backends import open_edge_gguf
 
-    model = edge_path
-    if opts.backend == "litert":
-        from .litert_edge import litert_edge
-
-        model = litert_edge(edge_path, adapter, EDGE_CTX, say)
-    return open_edge(opts.backend, model, threads=1, n_ctx=EDGE_CTX, variant=opts.edge_variant,
-                     delegate=opts.delegate, delegate_fallback=opts.delegate_fallback)
+    return open_edge_gguf(opts.backend, edge_path, adapters=[adapter] if adapter is not None else [], threads=1,
+                          n_ctx=EDGE_CTX, variant=opts.edge_variant, delegate=opts.delegate,
+                          delegate_fallback=opts.delegate_fallback, say=say)
 
 
 def _on_litert(opts: DemoOptions) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..profiles import BACKENDS
+
 __all__ = ["EvalOptions", "SYSTEMS", "TRAIN_MODES", "CLOUD_MODELS"]
 
 SYSTEMS = ("cloud", "edge", "edge-generic", "floe-static", "floe-adaptive", "floe-gate", "oracle")
@@ -30,6 +32,8 @@ class EvalOptions:
     deadline_ms: float = 200.0
     hw_profile: Optional[str] = None     # for --train: the profile's LoRA rank and targets (default: detected)
     work_dir: Optional[Path] = None      # adapters and gates (default: a temporary directory)
+    backend: str = "native"              # the edge's: native (the GGUF) or litert (exported per adapter set)
+    delegate: str = "none"               # litert: XNNPACK on the CPU, or the gpu / npu delegate
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -38,6 +42,8 @@ class EvalOptions:
             raise ValueError(f"unknown system {unknown[0]!r} (expected some of {', '.join(SYSTEMS)})")
         if self.train not in TRAIN_MODES:
             raise ValueError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not self.rtts or any(not r >= 0 for r in self.rtts):
             raise ValueError("--rtt takes one or more round-trip times in ms, each >= 0")
         for name in ("users", "per_task", "gate_records"):

@@ -73,14 +73,14 @@ class Link:
 
 
 @contextlib.contextmanager
-def _device(opts: EvalOptions, records: Sequence[Record], work: Path) -> Iterator[Link]:
+def _device(opts: EvalOptions, records: Sequence[Record], work: Path, say: Say) -> Iterator[Link]:
     from .. import models
     from ..cloud.client import FloeCloudBackend
     from ..cloud.knowledge import knowledge_id
     from ..cloud.local import LocalCloud, other_core
     from ..hybrid.clock import LoopThread
+    from ..backends import open_edge_gguf
     from ..netem import NetemProxy, Profile
-    from ..slm import NativeSLM
     from .knowledge_file import write_knowledge
 
     kb = write_knowledge(work / "knowledge.jsonl", records)
@@ -90,7 +90,8 @@ def _device(opts: EvalOptions, records: Sequence[Record], work: Path) -> Iterato
     try:
         with LocalCloud(cloud_path, core=other_core(0), n_ctx=2048, extra_args=args) as cloud, \
                 NetemProxy(upstream=cloud.address, profile=Profile(rtt_ms=opts.rtts[0])) as proxy, \
-                NativeSLM(edge_path, threads=1, n_ctx=2048) as slm:
+                open_edge_gguf(opts.backend, edge_path, threads=1, n_ctx=2048, delegate=opts.delegate,
+                               say=say) as slm:
             scorer = FloeCloudBackend(cloud.url, slm.tokenizer, api_key=cloud.api_key)
             link = FloeCloudBackend(f"http://127.0.0.1:{proxy.port}", slm.tokenizer, api_key=cloud.api_key)
             name = lambda r: knowledge_id(r.cloud_context) if r.cloud_context else None  # noqa: E731
@@ -128,7 +129,7 @@ def run_eval(opts: EvalOptions, say: Say = lambda _: None) -> dict[str, Any]:
         work = opts.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="floe-eval-")))
         work.mkdir(parents=True, exist_ok=True)
         everything = [r for rs in (*held_out.values(), *held_in.values()) for r in rs]
-        dev = stack.enter_context(_device(opts, everything, work))
+        dev = stack.enter_context(_device(opts, everything, work, say))
         # a federation is every device of the folder (train.jsonl), whichever of them are evaluated
         devices = select(train, None, None) if opts.train == "federated" else held_in_all
         adapters = train_adapters(opts, {u: devices.get(u, []) for u in {**held_out, **devices}
@@ -145,7 +146,8 @@ def run_eval(opts: EvalOptions, say: Say = lambda _: None) -> dict[str, Any]:
             score_user(dev, opts, user, records, prepared[user], tally, say)
     result = tally.as_json()
     result["settings"] = {"data": str(opts.data), "train": opts.train, "cloud_model": opts.cloud_model,
-                          "edge_model": opts.edge_model, "rtt_ms": list(opts.rtts), "k": opts.k,
+                          "edge_model": opts.edge_model,
+                          "backend": opts.backend, "rtt_ms": list(opts.rtts), "k": opts.k,
                           "deadline_ms": opts.deadline_ms, "quick": opts.quick, "users": list(held_out),
                           "held_out_records": sum(map(len, held_out.values())),
                           "held_in_records": sum(map(len, held_in.values()))}
