@@ -59,6 +59,8 @@ class Result:
     read_gbs: float
     rel_err: float
     reps: int
+    repack_s: Optional[float] = None  # ggml's mul_mat on CPU_REPACK weights (None: not measured)
+    repacked: bool = False            # whether ggml rewrote the weights (it has repacked kernels for few types)
 
     @property
     def ours_gbs(self) -> float:
@@ -85,15 +87,32 @@ def ggml_lib_dir() -> Path:
 
 
 def build_ggml_ref(lib_dir: Path) -> ctypes.CDLL:
-    """Compile bench/ggml_ref.c against llama-cpp-python's libggml-cpu.so into bench/build/ and load it."""
-    src, out = Path(__file__).with_name("ggml_ref.c"), Path(__file__).with_name("build") / "ggml_ref.so"
+    """Compile bench/ggml_ref.c and bench/ggml_repack.c against llama-cpp-python's ggml libraries (and headers)
+    into bench/build/ and load them."""
+    here = Path(__file__).parent
+    out = here / "build" / "ggml_ref.so"
     out.parent.mkdir(exist_ok=True)
-    cmd = [os.environ.get("CC", "cc"), "-O3", "-march=native", "-shared", "-fPIC", "-o", str(out), str(src),
-           f"-L{lib_dir}", "-lggml-cpu", "-lggml-base", f"-Wl,-rpath,{lib_dir}", "-lpthread"]
+    # the wheel installs ggml's headers beside the package (site-packages/include)
+    include = next((d for d in (lib_dir.parent / "include", lib_dir.parent.parent / "include")
+                    if (d / "ggml-backend.h").exists()), None)
+    repack = [str(here / "ggml_repack.c"), f"-I{include}", "-lggml"] if include else []
+    if not include:
+        print("note: no ggml headers beside llama-cpp-python: ggml's CPU_REPACK mul_mat is not measured",
+              file=sys.stderr)
+    cmd = [os.environ.get("CC", "cc"), "-O3", "-march=native", "-shared", "-fPIC", "-o", str(out),
+           str(here / "ggml_ref.c"), *repack, f"-L{lib_dir}", "-lggml-cpu", "-lggml-base", f"-Wl,-rpath,{lib_dir}",
+           "-lpthread"]
     subprocess.run(cmd, check=True)
     lib = ctypes.CDLL(str(out))
-    i64, vp = ctypes.c_int64, ctypes.c_void_p
-    lib.ggml_matvec.argtypes = [ctypes.c_int, i64, i64, vp, vp, vp, ctypes.c_int]
+    i64, vp, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.ggml_matvec.argtypes = [c_int, i64, i64, vp, vp, vp, c_int]
+    lib.has_repack = bool(include)
+    if include:
+        lib.repack_open.restype = vp
+        lib.repack_open.argtypes = [c_int, i64, i64, vp, ctypes.c_size_t, c_int, c_int, c_int]
+        lib.repack_close.argtypes = [vp]
+        lib.repack_is_repacked.argtypes = lib.repack_graphs.argtypes = [vp]
+        lib.repack_run.argtypes = [vp, c_int, vp, i64, vp]
     lib.read_bandwidth.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)]
     if not lib.ggml_ref_init():
         print("warning: this libggml-cpu.so has no AVX2 kernels (ggml_cpu_has_avx2() == 0)", file=sys.stderr)
@@ -141,7 +160,7 @@ def timed_calls(call: Callable[[int], object], first: int, n: int) -> list[float
 def bench_one(lib: ctypes.CDLL, w_q: np.ndarray, qtype: str, rows: int, cols: int, x: np.ndarray, threads: int,
               args: argparse.Namespace, read_gbs: float) -> Result:
     nbytes = w_q.size
-    copies = 1 if args.hot else max(1, math.ceil((args.footprint << 20) / nbytes))
+    copies = 1 if args.hot else max(1, math.ceil((args.footprint << 20) / nbytes / REPACK_PER_GRAPH)) * REPACK_PER_GRAPH
     pool = np.empty((copies, nbytes), dtype=np.uint8)
     pool[:] = w_q  # distinct physical copies of the same bytes (pages touched here, not during timing)
     views = list(pool)
@@ -161,30 +180,62 @@ def bench_one(lib: ctypes.CDLL, w_q: np.ndarray, qtype: str, rows: int, cols: in
     rel_err = float(np.max(np.abs(ours(0) - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
     if not rel_err <= VERIFY_RTOL:
         sys.exit(f"{qtype} {rows}x{cols}: ours differs from ggml (max rel err {rel_err:.2e} > {VERIFY_RTOL:g})")
+    sides = [("ours", ours), ("ggml", ggml)]
+    per_call = {"ours": 1, "ggml": 1}
+    repack = None if args.no_repack or not lib.has_repack else open_repack(lib, gtype, rows, cols, pool, threads)
+    if repack is not None:
+        n_graphs, per_call["repack"] = lib.repack_graphs(repack), copies // lib.repack_graphs(repack)
+
+        def repacked(i: int) -> object:
+            return lib.repack_run(repack, i % n_graphs, xp, cols, yp)
+
+        if not repacked(0):
+            sys.exit(f"ggml CPU_REPACK graph failed for {qtype} {rows}x{cols}")
+        err = float(np.max(np.abs(y - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+        if not err <= VERIFY_RTOL:
+            sys.exit(f"{qtype} {rows}x{cols}: ggml CPU_REPACK differs from ggml (max rel err {err:.2e})")
+        sides.append(("repack", repacked))
 
     # Calibrate: enough calls for ~budget seconds per side, split into rounds alternating which side goes first.
     est = statistics.median(timed_calls(ours, 0, 5) + timed_calls(ggml, 0, 5))
     reps = int(min(args.max_reps, max(args.min_reps, args.budget / est)))
     rounds = max(1, min(args.rounds, reps // 5))
     per_round = math.ceil(reps / rounds)
-    times: dict[str, list[float]] = {"ours": [], "ggml": []}
-    sides = [("ours", ours), ("ggml", ggml)]
+    times: dict[str, list[float]] = {name: [] for name, _ in sides}
     k = 0
     for r in range(rounds):
         for name, call in sides if r % 2 == 0 else sides[::-1]:
             time.sleep(0.005)  # let the other side's pool stop spinning (~1.5 ms of pauses on Zen 1) and sleep
             timed_calls(call, k, 2)  # then wake ours up: the first calls after a sleep pay the futex wake-up
-            times[name] += timed_calls(call, k + 2, per_round)
+            n = max(1, per_round // per_call[name])  # a repack call is per_call matvecs
+            times[name] += [t / per_call[name] for t in timed_calls(call, k + 2, n)]
             k += per_round + 2
-    return Result((rows, cols), qtype, threads, nbytes, statistics.median(times["ours"]),
-                  statistics.median(times["ggml"]), read_gbs, rel_err, len(times["ours"]))
+    result = Result((rows, cols), qtype, threads, nbytes, statistics.median(times["ours"]),
+                    statistics.median(times["ggml"]), read_gbs, rel_err, len(times["ours"]))
+    if repack is not None:
+        result.repack_s, result.repacked = statistics.median(times["repack"]), bool(lib.repack_is_repacked(repack))
+        lib.repack_close(repack)
+    return result
+
+
+REPACK_PER_GRAPH = 8  # matvecs per ggml graph: a graph's fixed cost spread as over a decode step's matrices
+
+
+def open_repack(lib: ctypes.CDLL, gtype: int, rows: int, cols: int, pool: np.ndarray, threads: int) -> Optional[int]:
+    """ggml's own copies of the weights in its CPU_REPACK buffer (None, with a note, where this ggml has none)."""
+    copies = pool.shape[0]
+    per_graph = REPACK_PER_GRAPH if copies % REPACK_PER_GRAPH == 0 else 1
+    handle = lib.repack_open(gtype, rows, cols, pool.ctypes.data, pool.shape[1], copies, per_graph, threads)
+    if not handle:
+        print("note: this ggml has no CPU_REPACK buffer type: its repacked kernels are not measured", file=sys.stderr)
+    return handle
 
 
 # ---- report ---------------------------------------------------------------------------------------------------
 
 
 COLUMNS = ["shape", "type", "thr", "ours µs", "ours GB/s", "% read BW", "ggml µs", "ggml GB/s",
-           "speedup vs ggml", "ours t1/t2", "ggml t1/t2"]
+           "speedup vs ggml", "ours t1/t2", "ggml t1/t2", "ggml CPU_REPACK µs", "speedup vs CPU_REPACK"]
 
 
 def table_rows(results: list[Result]) -> list[list[str]]:
@@ -196,8 +247,16 @@ def table_rows(results: list[Result]) -> list[list[str]]:
         out.append([f"{r.shape[0]}x{r.shape[1]}", r.qtype, str(r.threads), f"{r.ours_s * 1e6:.1f}",
                     f"{r.ours_gbs:.2f}", f"{100 * r.ours_gbs / r.read_gbs:.0f}%", f"{r.ggml_s * 1e6:.1f}",
                     f"{r.ggml_gbs:.2f}", f"{r.ggml_s / r.ours_s:.2f}x",
-                    scale(one.ours_s, r.ours_s) if one else "", scale(one.ggml_s, r.ggml_s) if one else ""])
+                    scale(one.ours_s, r.ours_s) if one else "", scale(one.ggml_s, r.ggml_s) if one else "",
+                    *repack_cells(r)])
     return out
+
+
+def repack_cells(r: Result) -> list[str]:
+    if r.repack_s is None:
+        return ["", ""]
+    plain = "" if r.repacked else " (not repacked)"
+    return [f"{r.repack_s * 1e6:.1f}{plain}", f"{r.repack_s / r.ours_s:.2f}x"]
 
 
 def print_table(results: list[Result], title: str) -> None:
@@ -243,7 +302,12 @@ def markdown(results: list[Result], args: argparse.Namespace, bw: dict[int, floa
            "stream from DRAM as in a decode step; for the small SmolLM2 shapes the per-call overhead (activation "
            "quantization, thread wake-up, ~1–2 µs of call overhead) is a visible part of the time.")
         + " The ggml side is its generic per-row `vec_dot` path (what `ggml_mul_mat` runs for these types "
-        "without weight repacking); llama.cpp's CPU_REPACK buffers (Q4_0 → q4_0x8 gemv on AVX2) are not measured."
+        "without weight repacking). The CPU_REPACK columns are ggml's `mul_mat` as llama.cpp runs it in a decode: "
+        "the weights uploaded into the CPU backend's CPU_REPACK buffer type, which rewrites the types it has "
+        "interleaved kernels for into groups of rows stored block by block (q4_0 as q4_0x8 on AVX2/AVX-512, so one "
+        "gemv streams a single interleaved array), and a graph of "
+        f"{REPACK_PER_GRAPH} matvecs computed by the CPU backend (bench/ggml_repack.c; time per matvec, the graph's "
+        "fixed cost included); \"not repacked\": this ggml keeps the plain layout for that type here."
         + " GB/s counts weight bytes only; % read BW is against the read bandwidth of the same number of threads; "
         "speedup = ggml time / our time (> 1: we are faster); t1/t2 = 1-thread time / 2-thread time.",
         "",
@@ -268,6 +332,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--hot", action="store_true", help="one cache-resident copy of W instead of streaming copies")
     p.add_argument("--footprint", type=int, default=256, help="MiB of W copies to cycle through (default 256)")
     p.add_argument("--budget", type=float, default=1.5, help="seconds of timed calls per side and cell")
+    p.add_argument("--no-repack", action="store_true", help="leave out ggml's CPU_REPACK mul_mat")
     p.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     a = p.parse_args(argv)
     a.min_reps, a.max_reps, a.rounds, a.bw_mib, a.bw_reps = 50, 20000, 10, 512, 15
