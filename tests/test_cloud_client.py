@@ -219,7 +219,7 @@ def test_nothing_listening(tmp_path):
         t = time.monotonic()
         with pytest.raises(CloudConnectionError):  # retried while the deadline leaves room, then given up
             await tr.call("GET", "/health", deadline=t + 0.1, parse=lambda r: r)
-        assert time.monotonic() - t < 0.1 and tr.stats.retries >= 2 and tr.stats.failures == 1
+        assert time.monotonic() - t < 0.1 + SLACK and tr.stats.retries >= 2 and tr.stats.failures == 1
         b = FloeCloudBackend(f"http://127.0.0.1:{port}", EDGE, same_vocab=True, cache_dir=tmp_path)
         t = time.monotonic()
         with pytest.raises(CloudConnectionError):  # the open gives up after max_retries (5)

@@ -31,7 +31,7 @@ trap 'rm -f "$tmp"' EXIT
 {
     echo "# targets/ci/nightly.sh ${quick[*]} ${arches[*]}"
     echo "date:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "host:   $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores, $(uname -r)"
+    echo "host:   $(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc --all) cores, $(uname -r)"
     echo "commit: $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD || echo ' (+ uncommitted changes)')"
     echo "qemu:   $(qemu-aarch64-static --version | head -n1)"
 } > "$tmp"
