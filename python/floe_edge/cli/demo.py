@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Optional
 
-from ..netem import PROFILES, Profile
 from ..litert.runtime import DELEGATES
+from ..netem import PROFILES, Profile
 from ..profiles import BACKENDS
 from ._types import Subparsers
 from .generate import add_budget_option, enforce_memory_budget

@@ -75,11 +75,11 @@ class Link:
 @contextlib.contextmanager
 def _device(opts: EvalOptions, records: Sequence[Record], work: Path, say: Say) -> Iterator[Link]:
     from .. import models
+    from ..backends import open_edge_gguf
     from ..cloud.client import FloeCloudBackend
     from ..cloud.knowledge import knowledge_id
     from ..cloud.local import LocalCloud, other_core
     from ..hybrid.clock import LoopThread
-    from ..backends import open_edge_gguf
     from ..netem import NetemProxy, Profile
     from .knowledge_file import write_knowledge
 

@@ -71,4 +71,3 @@ class PerAdapterSet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
