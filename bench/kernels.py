@@ -235,7 +235,7 @@ def open_repack(lib: ctypes.CDLL, gtype: int, rows: int, cols: int, pool: np.nda
 
 
 COLUMNS = ["shape", "type", "thr", "ours µs", "ours GB/s", "% read BW", "ggml µs", "ggml GB/s",
-           "speedup vs ggml", "ours t1/t2", "ggml t1/t2", "ggml CPU_REPACK µs", "speedup vs CPU_REPACK"]
+           "speedup vs ggml", "ours t1/t2", "ggml t1/t2", "ggml mul_mat µs", "speedup vs mul_mat"]
 
 
 def table_rows(results: list[Result]) -> list[list[str]]:
@@ -255,8 +255,8 @@ def table_rows(results: list[Result]) -> list[list[str]]:
 def repack_cells(r: Result) -> list[str]:
     if r.repack_s is None:
         return ["", ""]
-    plain = "" if r.repacked else " (not repacked)"
-    return [f"{r.repack_s * 1e6:.1f}{plain}", f"{r.repack_s / r.ours_s:.2f}x"]
+    mark = " (repacked)" if r.repacked else ""
+    return [f"{r.repack_s * 1e6:.1f}{mark}", f"{r.repack_s / r.ours_s:.2f}x"]
 
 
 def print_table(results: list[Result], title: str) -> None:
@@ -301,13 +301,13 @@ def markdown(results: list[Result], args: argparse.Namespace, bw: dict[int, floa
            f"Each call reads a different copy of W (copies cycling through ≥ {args.footprint} MiB), so weights "
            "stream from DRAM as in a decode step; for the small SmolLM2 shapes the per-call overhead (activation "
            "quantization, thread wake-up, ~1–2 µs of call overhead) is a visible part of the time.")
-        + " The ggml side is its generic per-row `vec_dot` path (what `ggml_mul_mat` runs for these types "
-        "without weight repacking). The CPU_REPACK columns are ggml's `mul_mat` as llama.cpp runs it in a decode: "
-        "the weights uploaded into the CPU backend's CPU_REPACK buffer type, which rewrites the types it has "
-        "interleaved kernels for into groups of rows stored block by block (q4_0 as q4_0x8 on AVX2/AVX-512, so one "
-        "gemv streams a single interleaved array), and a graph of "
-        f"{REPACK_PER_GRAPH} matvecs computed by the CPU backend (bench/ggml_repack.c; time per matvec, the graph's "
-        "fixed cost included); \"not repacked\": this ggml keeps the plain layout for that type here."
+        + " The ggml columns call its per-row `vec_dot` kernels directly (bench/ggml_ref.c). The mul_mat columns "
+        "are ggml's `mul_mat` as llama.cpp runs a decode: a graph of "
+        f"{REPACK_PER_GRAPH} matvecs on the CPU backend (bench/ggml_repack.c; time per matvec, the graph's fixed "
+        "cost included), the weights in the CPU_REPACK buffer type where ggml has a repacked kernel for them "
+        "(\"repacked\": rows rewritten into interleaved groups stored block by block, q4_0 as q4_0x8 on "
+        "AVX2/AVX-512, so one gemv streams a single array), else in the plain CPU buffer, where mul_mat takes its "
+        "own route to the kernels."
         + " GB/s counts weight bytes only; % read BW is against the read bandwidth of the same number of threads; "
         "speedup = ggml time / our time (> 1: we are faster); t1/t2 = 1-thread time / 2-thread time.",
         "",
@@ -370,7 +370,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 results.append(res)
                 print(f"  {rows}x{cols} {qtype} {threads}t: ours {res.ours_s * 1e6:.1f} µs, "
                       f"ggml {res.ggml_s * 1e6:.1f} µs, speedup {res.ggml_s / res.ours_s:.2f}x, "
-                      f"max rel diff {res.rel_err:.1e}", flush=True)
+                      f"max rel diff {res.rel_err:.1e}"
+                      + (f"; ggml mul_mat {res.repack_s * 1e6:.1f} µs" + " (repacked)" * res.repacked
+                         if res.repack_s else ""), flush=True)
     lib.ggml_ref_shutdown()
     print_table(results, f"floe-edge `{args.variant or kernels.active_variant()}` vs ggml ({ggml_version(lib_dir)})")
     if not args.no_write:
