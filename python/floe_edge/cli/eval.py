@@ -29,7 +29,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        users=args.users, per_task=args.per_task, hw_profile=args.hw_profile,
                        work_dir=Path(args.work_dir) if args.work_dir else None, k=args.k,
                        deadline_ms=args.deadline_ms, backend=args.backend, delegate=args.delegate)
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.json else (lambda line: None)
+    # progress on stderr; with --json only on a terminal (an export or adapter training takes minutes)
+    show = not args.json or sys.stderr.isatty()
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if show else (lambda line: None)
     result = run_eval(opts, say)
     if args.json:
         text = json.dumps(result, indent=2)
