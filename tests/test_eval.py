@@ -90,7 +90,7 @@ def test_normalize_is_whitespace_only() -> None:
 
 @pytest.mark.parametrize("kwargs, match", [({"systems": ("edge", "nope")}, "unknown system 'nope'"),
                                            ({"train": "cloud"}, "--train"), ({"rtts": ()}, "--rtt"),
-                                           ({"users": 0}, "users")])
+                                           ({"users": 0}, "users"), ({"backend": "tpu"}, "--backend")])
 def test_options_are_checked(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         EvalOptions(data=Path("."), **kwargs)
