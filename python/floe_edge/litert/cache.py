@@ -1,6 +1,7 @@
 """Edge models exported once and kept (`floe demo --backend litert`, `floe eval --backend litert`): the GGUF with an
 adapter set merged, int8, under paths.litert_dir() by the sha256 of the GGUF and of each adapter. An export takes
-minutes (the `[export]` extra); a cached model is reused while its context is large enough."""
+minutes (the `[export]` extra); a cached model is reused while its context is large enough
+and it was made by this version's recipe."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ __all__ = ["exported"]
 def exported(gguf: Path, adapters: Sequence[Path], n_ctx: int, say: Callable[[str], None]) -> Path:
     """The .tflite of `gguf` with `adapters` merged (each at scale 1), exported now unless cached."""
     from .. import paths
-    from .export import export_litert
+    from .export import RECIPE, export_litert
 
     key = file_sha256(gguf)[:16]
     if adapters:
@@ -24,10 +25,11 @@ def exported(gguf: Path, adapters: Sequence[Path], n_ctx: int, say: Callable[[st
     out = paths.litert_dir() / f"{gguf.stem}-{key}.tflite"
     if out.is_file():
         try:
-            if Sidecar.read(out).n_ctx >= n_ctx:
+            card = Sidecar.read(out)
+            if card.n_ctx >= n_ctx and card.export.get("recipe") == RECIPE:
                 return out
         except LiteRTError:
-            pass  # an unreadable sidecar: export again
+            pass  # an unreadable sidecar: export again (as for an older recipe or a shorter context)
     merged = f" with {len(adapters)} adapter(s) merged" if adapters else ""
     say(f"exporting the edge model{merged} to LiteRT, once (a few minutes): {out}")
     export_litert(gguf, out, adapters=[(a, 1.0) for a in adapters], quant="int8", n_ctx=n_ctx, prefill=(32,),

@@ -4,7 +4,8 @@ The path: transformers reads the GGUF (dequantized to f32, q/k rows back in HF o
 the weights -> litert-torch's generative llama-family model (its SmolLM builder's layers, configured from the GGUF's
 hyperparameters) -> `converter.convert_to_tflite` with `prefill_<n>` signatures (logits for every position: the hybrid
 generator verifies drafts in one batched eval) and a `decode` signature, KV cache as inputs and outputs, quantized
-(dynamic-range int8 weights by default). A JSON sidecar (`sidecar.py`) records where it came from.
+(dynamic-range int8 weights by default, the residual stream rotated first: `rotation.py`). A JSON sidecar
+(`sidecar.py`) records where it came from.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+from .rotation import ROTATION_SEED, rotate_residual
 from .sidecar import LiteRTError, Sidecar, file_sha256, tokenizer_fingerprint
 
-__all__ = ["QUANTS", "export_litert", "require_export_extra"]
+__all__ = ["QUANTS", "RECIPE", "export_litert", "require_export_extra"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str], None]  # told each phase as it starts
@@ -29,6 +31,7 @@ Progress = Callable[[str], None]  # told each phase as it starts
 # row at run time: XNNPACK's integer kernels); int8-weights: int8 weights, float activations (more faithful, but the
 # runtime expands the weights to f32: about 4 GB resident for SmolLM2-135M). Measured: BENCHMARKS.md, "LiteRT".
 QUANTS = {"int8": "dynamic_int8", "int8-weights": "weight_only_int8", "fp16": "fp16", "none": "none"}
+RECIPE = 2  # in the sidecar; raised when the same GGUF would export differently (2: int8 rotated), so caches renew
 
 
 def require_export_extra() -> None:
@@ -185,6 +188,10 @@ def export_litert(gguf: PathLike, out: PathLike, *, adapters: Sequence[tuple[Pat
     if hf.config.vocab_size != tokenizer.n_vocab:
         raise LiteRTError(f"{gguf}: the model has {hf.config.vocab_size} logits, its tokenizer "
                           f"{tokenizer.n_vocab} tokens")
+    rotated = quant == "int8"  # per-row int8 activations: spread the residual stream's outliers first
+    if rotated:
+        say("rotating the residual stream (int8 activations)")
+        rotate_residual(hf)
     say("building the LiteRT model")
     model = _litert_model(hf, kv_cache_max)
     del hf
@@ -195,7 +202,9 @@ def export_litert(gguf: PathLike, out: PathLike, *, adapters: Sequence[tuple[Pat
                    n_vocab=int(tokenizer.n_vocab), n_ctx=n_ctx, kv_cache_max=kv_cache_max, prefill=prefill,
                    quant=quant, tflite_sha256=file_sha256(out), tflite_bytes=out.stat().st_size, adapters=records,
                    config=config,
-                   export={"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": _peak_rss_mb(),
+                   export={"recipe": RECIPE, "seconds": round(time.perf_counter() - started, 1),
+                           "peak_rss_mb": _peak_rss_mb(),
+                           "residual_rotation": f"orthogonal, seed {ROTATION_SEED}" if rotated else None,
                            "litert_torch": getattr(litert_torch, "__version__", "?")})
     card.write(out)
     return card
