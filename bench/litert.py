@@ -100,17 +100,6 @@ def tflite_of(args: argparse.Namespace, engine: str) -> Path:
     return args.dir / f"smollm2-135m-{engine.removeprefix('litert-')}.tflite"
 
 
-def current(tflite: Path) -> bool:
-    """An export of this version's recipe exists (an older one is exported again)."""
-    from floe_edge.litert.export import RECIPE
-    from floe_edge.litert.sidecar import LiteRTError, Sidecar
-
-    try:
-        return tflite.is_file() and Sidecar.read(tflite).export.get("recipe") == RECIPE
-    except LiteRTError:
-        return False
-
-
 def agreement(gguf: Path, tflite: Path, n: int = 256) -> float:
     import json.decoder
 
@@ -182,10 +171,11 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, args.threads, args.task)))
         return
     from floe_edge import models
+    from floe_edge.litert.cache import current
 
     gguf = models.pull("smollm2-135m")
     for q in QUANTS:  # each export in a process of its own: its peak RSS is its own
-        if not current(tflite_of(args, f"litert-{q}")):
+        if not current(tflite_of(args, f"litert-{q}")):  # missing, or made by an older recipe
             subprocess.run([sys.executable, "-m", "floe_edge.cli", "export", "litert", "--model", str(gguf), "--out",
                             str(tflite_of(args, f"litert-{q}")), "--quant", q, "--ctx", "1024", "--prefill", "8",
                             "--prefill", "64"], check=True)

@@ -137,3 +137,25 @@ def test_corrupt_model_is_a_clear_error(tmp_path: Path, smollm2_path: Path) -> N
     model = fake_model(tmp_path, smollm2_path, b"\0" * 64)
     with pytest.raises(LiteRTError, match=r"edge.tflite: LiteRT cannot load it \(corrupt, truncated or not"):
         LiteRTSLM(model)
+
+
+def test_cached_exports_renew_with_the_recipe(tmp_path: Path, smollm2_path: Path) -> None:
+    """The export cache takes a model only when it exists, its sidecar reads, its context suffices and it was made by
+    this version's recipe (an older int8 export lacks the residual rotation)."""
+    from floe_edge.litert.cache import current
+    from floe_edge.litert.export import RECIPE
+
+    model = fake_model(tmp_path, smollm2_path)  # written without a recipe: an export from before recipes
+    assert not current(model)
+    card = json.loads(Path(str(model) + ".json").read_text())
+    card["export"] = {"recipe": RECIPE}
+    Path(str(model) + ".json").write_text(json.dumps(card))
+    assert current(model) and current(model, n_ctx=64) and not current(model, n_ctx=65)
+    card["export"] = ["not", "a", "dict"]
+    Path(str(model) + ".json").write_text(json.dumps(card))
+    assert not current(model)
+    card["export"] = {"recipe": RECIPE}
+    Path(str(model) + ".json").write_text(json.dumps(card))
+    model.unlink()
+    assert not current(model)  # the sidecar alone is not a model
+    assert not current(tmp_path / "missing.tflite")
