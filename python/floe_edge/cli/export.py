@@ -68,8 +68,9 @@ def register(sub: Subparsers) -> None:
                     help="a LoRA adapter (llama.cpp GGUF) to merge, at SCALE (default 1); repeatable")
     lt.add_argument("--out", type=Path, required=True, help="the .tflite to write (and OUT.json, its sidecar)")
     lt.add_argument("--quant", choices=("int8", "int8-weights", "fp16", "none"), default="int8",
-                    help="int8: dynamic range, int8 weights and activations (default); int8-weights: int8 weights, "
-                         "float activations (closer to the GGUF, far more memory at run time); fp16; none (f32)")
+                    help="int8: dynamic range, int8 weights and activations, the residual stream rotated first "
+                         "(default); int8-weights: int8 weights, float activations (closer to the GGUF, far more "
+                         "memory at run time); fp16; none (f32)")
     lt.add_argument("--ctx", type=int, default=1024, help="context size (tokens) of the KV cache (default 1024)")
     lt.add_argument("--prefill", type=int, action="append", metavar="N",
                     help="a prefill signature's length (repeatable; default 32): batched evals go in chunks of it")
