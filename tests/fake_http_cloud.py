@@ -272,6 +272,9 @@ class FakeCloud:
                 ids, lps = self._topk(nxt[i], k, i)
                 positions.append((toks[i] if i < len(toks) else -1, ids, lps))
             n_past = len(self.vocab.tokenize(s.text))
+            if "want_bytes" in j:  # the positions starting at these offsets of the scored text
+                starts = [sum(len(self.vocab.pieces[t]) for t in toks[:i]) for i in range(len(toks) + 1)]
+                positions = [p if starts[i] in j["want_bytes"] else (p[0], [], []) for i, p in enumerate(positions)]
         self.encoded = positions
         return protocol.encode_step(n_past, positions, k, j.get("fmt", "f16"))
 

@@ -154,6 +154,11 @@ def test_cross_vocab_draft_aligned_by_bytes(xcloud, tmp_path):
             st = await b.step([], b"", k=3, score_edge_ids=[6, 7, 2, 8, 2], score_bytes=b"abc abcab",
                               deadline=soon())
             assert [e is not None for e in st.evidence] == [True, True, False, True, False, True]
+            # only the positions the device wants, named by byte offset: the server finds its own positions there
+            st = await b.step([], b"", k=3, score_edge_ids=[6, 7, 2, 8, 2], score_bytes=b"abc abcab", want=[0, 3],
+                              deadline=soon())
+            assert xcloud.log[-1][2]["want_bytes"] == [0, 6] and "want" not in xcloud.log[-1][2]
+            assert [e is not None for e in st.evidence] == [True, False, False, True, False, False]
         # a second link (a new process) finds the vocabulary on disk: no second download
         VocabMap.clear_memory_cache()
         async with link(xcloud, tmp_path) as b2:

@@ -97,6 +97,8 @@ def test_text_session_requests_round_trip() -> None:
             StepRequest.from_json(wrong, text_session=True, limits=SERVER)
     with pytest.raises(RequestError, match="token-id session does not take append_b64"):
         StepRequest.from_json(body, text_session=False, limits=SERVER)
+    by_bytes = StepRequest(k=5, score_text=b" au lait", want_bytes=[0, 3, 8])
+    assert StepRequest.from_json(by_bytes.to_json(), text_session=True, limits=SERVER) == by_bytes
 
 
 @pytest.mark.parametrize("body, code, words", [
@@ -112,10 +114,17 @@ def test_text_session_requests_round_trip() -> None:
     ({"want": ["0"]}, "invalid_request", "want must be"),
     ({"score": [1, 2], "want": [3]}, "invalid_request", "want must be"),
     ({"append_b64": "aGk"}, "invalid_base64", "append_b64"),
+    ({"append_b64": "aGk=", "want_bytes": [0]}, "invalid_request", "want_bytes goes with score_b64"),
+    ({"score_b64": "aGk=", "want_bytes": [0], "want": [0]}, "invalid_request", "not with want"),
+    ({"score_b64": "aGk=", "want_bytes": [3]}, "invalid_request", "byte offsets in 0..2"),
+    ({"score_b64": "aGk=", "want_bytes": [1, 1]}, "invalid_request", "distinct byte offsets"),
+    ({"score_b64": "aGk=", "want_bytes": [True]}, "invalid_request", "want_bytes must be"),
+    ({"score_b64": "aGk=", "want_bytes": [[0]]}, "invalid_request", "want_bytes must be"),
+    ({"score_b64": "aGk=", "want_bytes": list(range(3)) * 6}, "invalid_request", "at most 17"),
     ({"bogus": 1}, "invalid_request", "unknown field"),
 ])
 def test_bad_requests_name_their_problem(body: dict, code: str, words: str) -> None:
-    text = "append_b64" in body
+    text = "append_b64" in body or "score_b64" in body
     with pytest.raises(RequestError, match=words) as e:
         StepRequest.from_json(body, text_session=text, limits=SERVER)
     assert e.value.code == code and e.value.status == 400 and isinstance(e.value, ValueError)

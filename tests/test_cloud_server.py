@@ -162,6 +162,25 @@ def test_want_returns_only_the_asked_positions(client, backend, ref, prompt_ids)
         assert r.status_code == 400 and "want" in r.json()["error"]["message"]
 
 
+def test_want_bytes_finds_the_servers_own_positions(client, backend, ref, prompt_ids) -> None:
+    """A text session's scored text with `want_bytes`: the positions at those byte offsets (in the server's own
+    tokenization) come back as a full scoring has them, the rest empty; an offset inside a token asks for nothing."""
+    text = b" fibonacci(n - 1) + fib"
+    score = backend.tokenize(text, add_bos=False)
+    pieces = [backend.token_bytes(t) for t in score]
+    starts = [sum(len(p) for p in pieces[:j]) for j in range(len(score) + 1)]
+    sid = new_session(client, prompt_b64=base64.b64encode(PROMPT).decode())
+    inside = starts[1] + 1  # within the second token: no position starts there
+    assert inside not in starts
+    frame = step(client, sid, k=10, score_b64=base64.b64encode(text).decode(),
+                 want_bytes=[0, starts[3], inside, starts[-1]])
+    asked = {0, 3, len(score)}
+    assert [len(p.ids) for p in frame.positions] == [10 if j in asked else 0 for j in range(len(score) + 1)]
+    lp = ref_logprobs(ref, [prompt_ids, score])
+    for j in asked:
+        assert_matches(frame.positions[j], lp[len(prompt_ids) - 1 + j], 10)
+
+
 def test_append_with_base_applies_once(client, backend, prompt_ids) -> None:
     """A device that lost an answer sends the same append again with the same base: applied once; a base that
     matches nothing the session holds is a 409."""

@@ -57,12 +57,24 @@ def _log_softmax(logits: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float3
     return x, float(np.log(np.exp(x).sum(dtype=np.float64)))
 
 
+_BLOCK = 256  # top-k candidates: a selection over the block maxima first (argpartition of 262144 rows: ~4 ms)
+
+
+def _candidates(x: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.intp]:
+    """Ids holding the k largest of `x` and every value tied with them: the k-th largest block maximum is a value
+    k distinct elements reach, so the k-th largest element is at least that."""
+    maxima = np.maximum.reduceat(x, np.arange(0, x.size, _BLOCK))
+    if maxima.size <= k:
+        return np.arange(x.size)
+    return np.flatnonzero(x >= np.partition(maxima, maxima.size - k)[maxima.size - k])
+
+
 def topk_logprobs(logits: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """The k most likely ids of one row of raw logits and their log-softmax, sorted descending (ties: lower id)."""
     x, lse = _log_softmax(np.asarray(logits, np.float32))
     k = min(k, x.size)
-    ids = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
-    ids = ids[np.lexsort((ids, -x[ids]))]
+    ids = _candidates(x, k)
+    ids = ids[np.lexsort((ids, -x[ids]))][:k]
     return ids.astype(np.int64), (x[ids].astype(np.float64) - lse).astype(np.float32)
 
 

@@ -333,7 +333,7 @@ class FloeCloudBackend(CloudLink):
                 score_bytes = score_bytes or b"".join(edge_piece(self.edge, t) for t in score)
             wire = replace(request, k=k, fmt=self.fmt, score=(), score_text=score_bytes if score else b"",
                            append_text=bytes(self._pending_bytes), base=s.n_bytes if self._pending_bytes else None,
-                           want=None)
+                           want=None, want_bytes=self._want_bytes(request.want, score, score_bytes))
         n_past = s.n_past + len(self._pending_ids)
 
         def parse(reply: Reply) -> tuple[list[int], list[Optional[Evidence]], int, Optional[float]]:
@@ -354,6 +354,17 @@ class FloeCloudBackend(CloudLink):
         appends = bool(self._pending_ids or self._pending_bytes)
         return await self.transport.call("POST", f"/v1/floe/sessions/{quote(s.sid, safe='')}/step",
                                          json=wire.to_json(), deadline=deadline, parse=parse, idempotent=not appends)
+
+    def _want_bytes(self, want: Optional[Sequence[int]], score: list[int], score_bytes: bytes) -> Optional[list[int]]:
+        """The wanted edge positions of a scored draft as byte offsets into its text (the server finds its own
+        positions there); None (all positions) when the edge tokens do not spell the text."""
+        if want is None or not score:
+            return None
+        pieces = [edge_piece(self.edge, t) for t in score]
+        if b"".join(pieces) != score_bytes:
+            return None
+        offsets = byte_offsets(pieces)
+        return sorted({off for i in want if i < len(offsets) and (off := offsets[i]) is not None})
 
     def _topk(self, pos: protocol.Position, k: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
         return checked_topk(pos.ids, pos.logprobs, k, _MASS_SLACK[self.fmt])

@@ -28,7 +28,9 @@ holds before this append: an append sent again after a lost answer is then appli
 k: 1..max_k (default 20), n_draft: 0..16
 (greedy cloud draft tokens), score: [ids] | score_b64: str (an edge draft, scored in one batch; excludes n_draft;
 at most 16 tokens after tokenization), want: [position indices] (the positions whose top-k the device needs; the
-others come back with no entries and cost the server no output layer; default all), fmt: "f16" | "int8". The
+others come back with no entries and cost the server no output layer; default all), want_bytes: [byte offsets]
+(with score_b64 only, instead of want: the positions that start at these offsets of the scored text, in the
+server's tokenization; the device knows its own boundaries, not the server's), fmt: "f16" | "int8". The
 response holds n_pos = 1 + n_draft (or 1 + number of scored tokens) positions: position 0 is the distribution of the
 next token after the committed text; position j > 0 the distribution after draft/scored token j - 1 (`token` of
 position j - 1 is that token, in cloud ids).

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
 
+from .align import spelled_offsets
 from .api_error import ApiError
 from .backend import Backend, LlamaBackend
 from .completions import CompletionRequest, completion_response
@@ -110,8 +111,15 @@ def _run_step(backend: Backend, s: Session, req: StepRequest,
     req.check_scored(len(scored), limits)
     model = _model_tokens(backend, s.prefix, tokens, text)  # the session's tokens stay the client's own
     _check_ctx(backend, len(model), max(req.n_draft, len(scored)))
-    extra = {} if req.want is None else {"want": req.want}
+    want = req.want if req.want_bytes is None else _positions_at(backend, scored, req.score_text, req.want_bytes)
+    extra = {} if want is None else {"want": want}
     return tokens, text, backend.topk(model, req.k, req.n_draft, scored, **extra)
+
+
+def _positions_at(backend: Backend, scored: list[int], text: bytes, offsets: Sequence[int]) -> list[int]:
+    """The scored positions that start at these byte offsets of the scored text (the first one at an offset)."""
+    wanted, at = set(offsets), spelled_offsets([backend.token_bytes(t) for t in scored], text)
+    return sorted({off: j for j, off in reversed(list(enumerate(at))) if off in wanted}.values())
 
 
 def _no_constants(name: str) -> Any:

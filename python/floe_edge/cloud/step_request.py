@@ -77,7 +77,8 @@ CLIENT_LIMITS = StepLimits()
 class StepRequest:
     """A step: an id session's `append` / `score` carry token ids, a text session's `append_text` / `score_text`
     bytes (base64 on the wire). `base`: what the session holds before the append (tokens or bytes). `want`: the
-    positions whose top-k is needed (None: all)."""
+    positions whose top-k is needed (None: all); `want_bytes`, for a text session's scored text, names them by byte
+    offset into `score_text` instead (the device cannot know the server's token boundaries)."""
 
     k: int = DEFAULT_MAX_K
     n_draft: int = 0
@@ -87,9 +88,10 @@ class StepRequest:
     score_text: bytes = b""
     base: Optional[int] = None
     want: Optional[Sequence[int]] = None
+    want_bytes: Optional[Sequence[int]] = None
     fmt: str = "f16"
 
-    FIELDS = ("append", "append_b64", "base", "k", "n_draft", "score", "score_b64", "want", "fmt")
+    FIELDS = ("append", "append_b64", "base", "k", "n_draft", "score", "score_b64", "want", "want_bytes", "fmt")
 
     def validate(self, limits: StepLimits = CLIENT_LIMITS) -> "StepRequest":
         """Itself, if within `limits`; RequestError otherwise. A text session's scored tokens are only known once
@@ -110,6 +112,15 @@ class StepRequest:
             if not isinstance(want, list) or any(type(w) is not int or not 0 <= w <= top for w in want) \
                     or len(set(want)) != len(want):
                 raise RequestError(f"want must be a list of distinct positions in 0..{top}")
+        if self.want_bytes is not None:
+            if not self.score_text or self.want is not None:
+                raise RequestError("want_bytes goes with score_b64, and not with want")
+            offsets, top = self.want_bytes, len(self.score_text)
+            if not isinstance(offsets, list) or len(offsets) > limits.max_score + 1 \
+                    or any(type(w) is not int or not 0 <= w <= top for w in offsets) \
+                    or len(set(offsets)) != len(offsets):
+                raise RequestError(f"want_bytes must be a list of at most {limits.max_score + 1} distinct byte offsets "
+                                   f"in 0..{top}")
         return self
 
     def check_scored(self, n_scored: int, limits: StepLimits) -> None:
@@ -136,6 +147,8 @@ class StepRequest:
             body["score_b64"] = base64.b64encode(self.score_text).decode()
         if self.want is not None:
             body["want"] = list(self.want)
+        if self.want_bytes is not None:
+            body["want_bytes"] = list(self.want_bytes)
         if self.n_draft:
             body["n_draft"] = self.n_draft
         return body
@@ -148,7 +161,8 @@ class StepRequest:
             if f in body:
                 raise RequestError(f"a {'text' if text_session else 'token-id'} session does not take {f}")
         req = cls(k=body.get("k", min(DEFAULT_MAX_K, limits.max_k)), n_draft=body.get("n_draft", 0),
-                  base=body.get("base"), want=body.get("want"), fmt=body.get("fmt", "f16"))
+                  base=body.get("base"), want=body.get("want"), want_bytes=body.get("want_bytes"),
+                  fmt=body.get("fmt", "f16"))
         if text_session:
             req = replace(req, append_text=decode_b64(body.get("append_b64", ""), "append_b64"),
                           score_text=decode_b64(body.get("score_b64", ""), "score_b64"))
