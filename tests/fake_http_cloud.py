@@ -225,6 +225,9 @@ class FakeCloud:
                 n_past = len(self.vocab.tokenize(text))
             out = {"session": sid, "n_past": n_past, "n_vocab": self.vocab.n_vocab, "model": "fake", "max_k": 20,
                    "idle_expiry_s": 300.0, "fingerprint": protocol.vocab_fingerprint(self.vocab.frame())}
+            if "k" in j:  # the first position, as a step without append would give it
+                first = self._step(self.sessions[sid], {"k": j["k"], "fmt": j.get("fmt", "f16")})
+                out["first_b64"] = base64.b64encode(first).decode()
             return 200, "application/json", json.dumps(out).encode()
         if route == "delete":
             self.sessions.pop(path.split("/")[-1], None)

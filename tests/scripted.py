@@ -201,6 +201,7 @@ class ScriptedCloud:
     down: Callable[[float], bool] = lambda t: False
     breaker: Callable[[float], bool] = lambda t: False
     can_score: bool = True
+    first_on_open: bool = False  # open(k=) returns the first position's evidence
     generated: list[int] = field(default_factory=list)  # the committed tokens the cloud has been sent
     requests: list[tuple[float, list[int], list[int], int, Optional[list[int]]]] = field(default_factory=list)
     opened: list[list[int]] = field(default_factory=list)
@@ -220,10 +221,12 @@ class ScriptedCloud:
         return Evidence(ids, lp[ids])
 
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None) -> None:
+                   deadline: Optional[float] = None, k: Optional[int] = None) -> Optional[Evidence]:
+        assert k is None or self.first_on_open, "k given to a link without first_on_open"
         self.opened.append(list(prompt_ids_edge))
         self.generated = []
         await sleep((self.rtt_ms if self.open_ms is None else self.open_ms) / 1e3)
+        return None if k is None else self._evidence(0, k)
 
     async def step(self, accepted_edge_ids: Sequence[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
                    score_edge_ids: Sequence[int] = (), score_bytes: bytes = b"",

@@ -154,6 +154,11 @@ def test_cross_vocab_draft_aligned_by_bytes(xcloud, tmp_path):
             st = await b.step([], b"", k=3, score_edge_ids=[6, 7, 2, 8, 2], score_bytes=b"abc abcab",
                               deadline=soon())
             assert [e is not None for e in st.evidence] == [True, True, False, True, False, True]
+            # an open asked for k brings the first position, remapped to edge ids as a step's position 0 is
+            first = await b.open(PROMPT, b"abc", k=3)
+            st = await b.step([], b"", k=3, deadline=soon())
+            assert first is not None and first.ids.tolist() == st.evidence[0].ids.tolist()
+            assert np.allclose(first.logprobs, st.evidence[0].logprobs) and "k" in xcloud.log[-2][2]
             # only the positions the device wants, named by byte offset: the server finds its own positions there
             st = await b.step([], b"", k=3, score_edge_ids=[6, 7, 2, 8, 2], score_bytes=b"abc abcab", want=[0, 3],
                               deadline=soon())

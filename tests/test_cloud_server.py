@@ -162,6 +162,23 @@ def test_want_returns_only_the_asked_positions(client, backend, ref, prompt_ids)
         assert r.status_code == 400 and "want" in r.json()["error"]["message"]
 
 
+def test_open_with_k_brings_the_first_position(client, backend, ref, prompt_ids) -> None:
+    """A session opened with k answers with the top-k after the prompt (what the first step would return), in the
+    format asked for; without k, no such field; a bad k or fmt is a 400 before any model time."""
+    for fmt in ("f16", "int8"):
+        r = client.post("/v1/floe/sessions", json={"prompt": prompt_ids, "k": 10, "fmt": fmt}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        first = protocol.decode_step(base64.b64decode(r.json()["first_b64"]), n_vocab=49152)
+        assert first.n_past == len(prompt_ids) and len(first.positions) == 1 and first.positions[0].token == -1
+        again = step(client, r.json()["session"], k=10, fmt=fmt).positions[0]
+        assert list(first.positions[0].ids) == list(again.ids)
+        np.testing.assert_allclose(first.positions[0].logprobs, again.logprobs, atol=1e-3)
+    assert "first_b64" not in client.post("/v1/floe/sessions", json={"prompt": prompt_ids}, headers=AUTH).json()
+    for bad in ({"k": 0}, {"k": "8"}, {"k": 8, "fmt": "f32"}, {"k": 8, "fmt": ["f16"]}):
+        r = client.post("/v1/floe/sessions", json={"prompt": prompt_ids, **bad}, headers=AUTH)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+
+
 def test_want_bytes_finds_the_servers_own_positions(client, backend, ref, prompt_ids) -> None:
     """A text session's scored text with `want_bytes`: the positions at those byte offsets (in the server's own
     tokenization) come back as a full scoring has them, the rest empty; an offset inside a token asks for nothing."""

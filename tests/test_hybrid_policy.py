@@ -59,6 +59,23 @@ def test_unsure_token_waits_within_its_deadline_and_is_fused() -> None:
     assert accepted == [A, A, A] and scored == [] and n_draft == 0 and want == [0]
 
 
+@pytest.mark.parametrize("first_on_open", [True, False])
+def test_the_first_token_waits_for_the_session_to_open(first_on_open: bool) -> None:
+    """An unsure first token waits for the session to open rather than going out edge-only: a link that brings
+    the first position with the open fuses it then (no step at all here), another one waits for the step after the
+    open (one round trip more)."""
+    edge_p = [0.4] + [0.99] * 3
+    clock, edge, cloud = world(beliefs([B, A, A, A], edge_p), beliefs([C, A, A, A], 0.95), rtt_ms=30.0, open_ms=50.0,
+                               first_on_open=first_on_open)
+    toks, gen = generate(clock, edge, cloud, 4)
+    assert [t.id for t in toks] == [C, A, A, A]  # the cloud's confident C beat the edge's unsure B
+    assert toks[0].source is Source.FUSED and gen.last_stats.sources[Source.EDGE_ONLY.value] == 0
+    if first_on_open:
+        assert toks[0].t_ms == pytest.approx(50.0) and cloud.requests == []
+    else:  # the step right after the open: 30 ms + 1 ms for the head
+        assert toks[0].t_ms == pytest.approx(50.0 + 31.0) and len(cloud.requests) == 1
+
+
 def test_late_answer_is_dropped_and_the_edge_decides() -> None:
     unsure = beliefs([A, B] * 8, 0.5)
     clock, edge, cloud = world(unsure, beliefs([C] * 16, 0.95), rtt_ms=300.0, open_ms=5.0)

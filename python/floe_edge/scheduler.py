@@ -10,6 +10,7 @@ The scheduler keeps two running estimates:
 
 Decisions (`DeadlineScheduler`):
 
+* ``open_ms``: how long opening a session took (recent median): what the first tokens of an answer wait for.
 * ``expected_ms(n_tokens)``: recent network time + cloud compute per token x tokens of the request (appended, scored or
   drafted); failed and timed-out steps count as network samples of their elapsed time (lower bounds) until an answer
   comes back, which clears them (the network changed).
@@ -93,6 +94,7 @@ class DeadlineScheduler:
     cloud_draft_ms: RunningStat = field(default_factory=RunningStat)   # cloud compute per greedy draft token
     edge_token_ms: RunningStat = field(default_factory=RunningStat)    # edge decode, per token
     edge_batch_ms: RunningStat = field(default_factory=RunningStat)    # edge batched verification, per token
+    open_ms: RunningStat = field(default_factory=RunningStat)          # opening a cloud session (RTT + prefill)
     _last_request: float = -math.inf
     _failing: bool = False
 
@@ -122,6 +124,10 @@ class DeadlineScheduler:
             self.network.add(step_ms)
         elif n_tokens:
             self.cloud_token_ms.add((step_ms - base) / n_tokens)
+
+    def observe_open(self, ms: float) -> None:
+        """A cloud session opened after ms (the round trip and the cloud's prefill of the prompt)."""
+        self.open_ms.add(ms)
 
     def observe_failure(self, elapsed_ms: float) -> None:
         """A step that failed or passed its deadline after elapsed_ms: a lower bound of the response time, put on

@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Optional
 
+from ..demo.run import DEMO_PACE
 from ..litert.runtime import DELEGATES
 from ..netem import PROFILES, Profile
 from ..profiles import BACKENDS
@@ -55,6 +56,15 @@ def _check_not_a_network_profile(name: Optional[str]) -> None:
                          f"profile: use --net {name}")
 
 
+def _pace(text: str) -> Optional[float]:
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError("the pace is a factor >= 1 of the edge's own time, or none")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -95,8 +105,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--net", choices=list(PROFILES), metavar="NAME",
                    help=f"a named network profile instead of --rtt/--jitter/--loss: {', '.join(PROFILES)}")
     p.add_argument("--deadline-ms", type=float, default=unset(200.0), help="per-token deadline")
-    p.add_argument("--pace", type=float, default=None,
-                   help="floe waits for the cloud only while it stays within PACE x the edge's own time per token")
+    p.add_argument("--pace", type=_pace, default=unset(DEMO_PACE), metavar="PACE|none",
+                   help=f"floe waits for the cloud only while the whole answer stays within PACE x the edge's own "
+                        f"time (default {DEMO_PACE:g}; none: each token waits up to its deadline)")
     p.add_argument("--fusion", default=unset("gate"),
                    help="floe's fusion: gate (the user's learned gate, default), assistant, code, commands, adaptive")
     p.add_argument("--backend", choices=BACKENDS, default=unset("native"),

@@ -165,8 +165,8 @@ def register(sub: Subparsers) -> None:
     gen.add_argument("--api-key", help="the cloud's key (default $FLOE_API_KEY)")
     gen.add_argument("--deadline-ms", type=float, default=unset(200.0), help="per-token deadline (with --cloud)")
     gen.add_argument("--pace", type=float, default=None,
-                     help="with --cloud: wait for the cloud only while the answer stays within PACE x the edge's own "
-                          "time per token (e.g. 1.1)")
+                     help="with --cloud: wait for the cloud only while the whole answer stays within PACE x the "
+                          "edge's own time (e.g. 1.1)")
     gen.add_argument("--fusion", default=unset("assistant"),
                      help="fusion preset: assistant, code, commands, adaptive, or gate (a learned gate: "
                           "$FLOE_HOME/gates/default.json; gate:APP for APP.json there)")

@@ -46,7 +46,7 @@ from .breaker import CircuitBreaker
 from .errors import CloudConnectionError, CloudError, CloudHTTPError, CloudProtocolError, CloudTimeout, SessionExpired
 from .knowledge import MAX_ID_CHARS, check_knowledge_id
 from .link import CloudLink, CloudStep, Evidence
-from .step_request import StepRequest
+from .step_request import StepRequest, check_int, decode_b64
 from .transport import Reply, Transport
 from .vocab_cache import CloudVocab, VocabCache
 
@@ -86,6 +86,7 @@ class _Session:
     last_used: float = field(default_factory=time.monotonic)
     n_bytes: int = 0  # committed bytes (text sessions): the base of the next append
     knowledge: Any = None  # the entry the server says the session reads (an id, None), or _UNSAID
+    first: Optional[bytes] = None  # the step frame of the answer's first position, when the open asked for it
 
 
 _UNSAID: Any = object()  # a server that says nothing about knowledge (older, or no such field sent)
@@ -106,8 +107,10 @@ def _parse_session(reply: Reply) -> _Session:
     used = j.get("knowledge", _UNSAID)
     if used is not _UNSAID and used is not None and (not isinstance(used, str) or not 0 < len(used) <= MAX_ID_CHARS):
         raise ValueError("bad knowledge id")
+    first = j.get("first_b64")
     return _Session(sid, num("n_past", 0), num("n_vocab", 1), min(num("max_k", 1), 255),
-                    num("idle_expiry_s", 0.0, float), str(j.get("fingerprint", "")), knowledge=used)
+                    num("idle_expiry_s", 0.0, float), str(j.get("fingerprint", "")), knowledge=used,
+                    first=None if first is None else decode_b64(first, "first_b64"))
 
 
 class FloeCloudBackend(CloudLink):
@@ -117,6 +120,7 @@ class FloeCloudBackend(CloudLink):
 
     can_score = True
     accepts_knowledge = True
+    first_on_open = True  # open(k=) returns the answer's first position
 
     def __init__(self, base_url: str, edge_tokenizer: TokenVocab, *, api_key: Optional[str] = None,
                  verify: Union[bool, str, ssl.SSLContext] = True, same_vocab: Optional[bool] = None,
@@ -142,21 +146,40 @@ class FloeCloudBackend(CloudLink):
         self._vocab_setup: Optional[asyncio.Task[str]] = None  # outlives open(): only close() cancels it
         self._stale: list[str] = []                # sessions to delete (abandoned after a failure)
         self._knowledge: Any = _UNSAID             # what a new session asks for: an id, None (no entry), or nothing
+        self._open_k: Optional[int] = None         # open(k=): the top-k of the answer's first position too
         self.knowledge_used: Optional[str] = None  # the entry the cloud said it reads (an id; None: none, unknown)
 
     # -- the interface ---------------------------------------------------------------------------------------------
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> None:
+                   deadline: Optional[float] = None, knowledge: Optional[str] = None,
+                   k: Optional[int] = None) -> Optional[Evidence]:
         """Start a generation with the shared prompt. Waits for the cloud session until `deadline` (default: the
         open timeout), then raises CloudTimeout; the session keeps opening in the background either way.
-        `knowledge`: the id of the cloud's knowledge entry to read (None: the server retrieves one)."""
+        `knowledge`: the id of the cloud's knowledge entry to read (None: the server retrieves one). `k`: also
+        return the top-k of the answer's first position (computed by the prefill: no second round trip)."""
         check_knowledge_id(knowledge)
+        if k is not None:
+            check_int(k, "k", 1, 255)
         await self._end_session(delete=False)  # the new session's opening deletes the old one
         self._knowledge = _UNSAID if knowledge is None else knowledge
         self.knowledge_used = None
         self._history_ids, self._history_bytes = [int(t) for t in prompt_ids_edge], bytearray(prompt_bytes)
         self._pending_ids, self._pending_bytes = [], bytearray()
-        await self._ready(deadline if deadline is not None else time.monotonic() + self.open_timeout_s)
+        self._open_k = k
+        s = await self._ready(deadline if deadline is not None else time.monotonic() + self.open_timeout_s)
+        first, s.first = s.first, None
+        if first is None or k is None:
+            return None
+        try:
+            return self._first_position(first, min(k, s.max_k), s.n_vocab, s.n_past)
+        except ValueError as exc:  # ProtocolError included: a lying cloud
+            raise CloudProtocolError(f"the session's first position: {exc}") from None
+
+    def _first_position(self, data: bytes, k: int, n_vocab: int, n_past: int) -> Optional[Evidence]:
+        frame = protocol.decode_step(data, n_vocab=n_vocab)
+        if len(frame.positions) != 1 or frame.n_past != n_past:
+            raise ValueError(f"{len(frame.positions)} positions at n_past {frame.n_past}, one at {n_past} expected")
+        return (self._read_ids(frame, k, 0, []) if self.mode == "ids" else self._read_text(frame, k, 0, [], b""))[1][0]
 
     async def step(self, accepted_edge_ids: Sequence[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
                    score_edge_ids: Sequence[int] = (), score_bytes: bytes = b"",
@@ -271,6 +294,8 @@ class FloeCloudBackend(CloudLink):
         body: dict[str, Any] = {"prompt": ids} if mode == "ids" else {"prompt_b64": base64.b64encode(data).decode()}
         if self._knowledge is not _UNSAID:
             body["knowledge"] = self._knowledge
+        if self._open_k is not None and not self._pending_ids and not self._pending_bytes:
+            body.update(k=self._open_k, fmt=self.fmt)  # the first position of an answer not begun
         s = await self.transport.call("POST", "/v1/floe/sessions", json=body, deadline=deadline,
                                       parse=_parse_session)
         v = self.cloud_vocab

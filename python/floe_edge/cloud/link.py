@@ -5,7 +5,7 @@ completions server).
 
 API::
 
-    await link.open(prompt_ids_edge, prompt_bytes, deadline=None, knowledge=None)  # start (the shared prompt)
+    first = await link.open(prompt_ids_edge, prompt_bytes, deadline=None, knowledge=None)  # the shared prompt
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, n_draft=8, deadline=t)       # cloud-led
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, score_edge_ids=d,
                            score_bytes=b, want=[2, 3], deadline=t)                               # edge-led
@@ -16,9 +16,11 @@ call, each passed exactly once (also when that call fails: the link keeps the wh
 cloud may have missed). A `CloudStep` holds, in EDGE ids, `draft` (the cloud's greedy draft re-tokenized for the edge,
 or the scored edge draft) and `evidence`, len(draft) + 1 entries: `evidence[i]` is the cloud's top-k for the token
 after draft[:i] (`Evidence`: edge ids and log-probs, descending), or None where the cloud has no distribution at that
-point or it was not asked for. `want` lists the positions whose top-k the caller needs (default all): a
-same-vocabulary cloud skips the others' output layer; a text session computes all (the cloud's positions are not
-known before it tokenizes). Errors are `CloudError` subclasses (`errors`), never anything else from the network:
+point or it was not asked for. `want` lists the positions whose top-k the caller needs (default all): the cloud
+skips the others' output layer (a text session names them by byte offset: the server finds its own positions).
+`open` returns None, or, from a link with `first_on_open` called with `k=`, the `Evidence` of the answer's first
+position (the cloud's prefill computes it: no second round trip before the first token). Errors are `CloudError`
+subclasses (`errors`), never anything else from the network:
 `CloudTimeout` (the deadline passed; the request was abandoned), `CloudUnavailable` (circuit breaker open: refused
 without a round trip), `CloudConnectionError`, `CloudHTTPError` (an error status), `CloudProtocolError` (a malformed
 or lying answer). Bad arguments are ValueError. `link.available` says whether a step would be let through now;
@@ -77,7 +79,7 @@ class CloudBackend(Protocol):
     @property
     def stats(self) -> LinkStats: ...
     async def open(self, prompt_ids_edge: Sequence[int], prompt_bytes: bytes, *,
-                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> None: ...
+                   deadline: Optional[float] = None, knowledge: Optional[str] = None) -> Optional[Evidence]: ...
     async def step(self, accepted_edge_ids: Sequence[int], accepted_bytes: bytes, *, k: int, n_draft: int = 0,
                    score_edge_ids: Sequence[int] = (), score_bytes: bytes = b"",
                    want: Optional[Sequence[int]] = None, deadline: float) -> CloudStep: ...

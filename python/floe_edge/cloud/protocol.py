@@ -7,9 +7,11 @@ HTTP routes (JSON requests; every route but /health needs `Authorization: Bearer
 
     GET    /health                                 {"status": "ok", "model": str, "n_vocab": int}
     GET    /v1/floe/vocab                          vocabulary frame (below), once per device (cache by "fingerprint")
-    POST   /v1/floe/sessions                       {"prompt": [ids]} | {"prompt_b64": base64 bytes}
+    POST   /v1/floe/sessions                       {"prompt": [ids]} | {"prompt_b64": base64 bytes},
+                                                   optional "knowledge": id | null, "k": 1..max_k, "fmt"
                                                    -> {"session": str, "n_past": int, "n_vocab": int, "model": str,
-                                                       "max_k": int, "idle_expiry_s": float, "fingerprint": str}
+                                                       "max_k": int, "idle_expiry_s": float, "fingerprint": str,
+                                                       "knowledge": id | null, "first_b64": step frame}
     POST   /v1/floe/sessions/{sid}/step            StepRequest (JSON) -> step frame (below)
     DELETE /v1/floe/sessions/{sid}                 {"closed": true}
     POST   /v1/completions                         OpenAI-compatible, with "logprobs" (top-k strings)
@@ -21,6 +23,9 @@ Two kinds of session, fixed by how it is created:
   * text session (`prompt_b64`, the cross-vocabulary path): the committed text is bytes; `append_b64` / `score_b64`
     carry bytes; the server re-tokenizes the whole committed text in its vocabulary at each step (so token
     boundaries are those of the full text) and reuses the KV cache of the longest common token prefix.
+
+`first_b64` (only when "k" was given): a step frame of one position, the top-k after the prompt (the prefill
+computes it anyway), so the answer's first token can be fused without a second round trip.
 
 StepRequest fields (all optional; `step_request.StepRequest` checks them, on the device and on the server):
 append: [ids] | append_b64: str, base: int (tokens, or bytes in a text session, the device believes the session

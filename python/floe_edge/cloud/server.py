@@ -13,6 +13,7 @@ the server only: the client's accounting (n_past, `base`, byte offsets) is that 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from .completions import CompletionRequest, completion_response
 from .guard import ANONYMOUS, RequestGuard
 from .knowledge import Choice, KnowledgeBase, Prefix, knowledge_choice, session_prefix
 from .sessions import Session, Sessions
-from .step_request import RequestError, StepLimits, StepRequest, check_fields, check_ids, decode_b64
+from .step_request import RequestError, StepLimits, StepRequest, check_fields, check_ids, check_int, decode_b64
 from .worker import Worker
 
 try:  # the [cloud] extra; without it the module imports, and serving says what to install
@@ -40,7 +41,7 @@ try:  # the [cloud] extra; without it the module imports, and serving says what 
     from starlette.exceptions import HTTPException
 except ImportError:  # pragma: no cover
     FastAPI = Request = RequestValidationError = JSONResponse = Response = HTTPException = None  # type: ignore
-from .protocol import DEFAULT_MAX_K, MAX_BODY_BYTES, MAX_DRAFT, encode_step, vocab_fingerprint
+from .protocol import DEFAULT_MAX_K, FORMATS, MAX_BODY_BYTES, MAX_DRAFT, encode_step, vocab_fingerprint
 
 __all__ = ["ApiError", "CloudServer", "DEFAULT_PORT", "Limits", "create_app", "serve"]
 
@@ -78,16 +79,14 @@ def _model_tokens(backend: Backend, prefix: Optional[Prefix], tokens: list[int],
 
 
 def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes], kb: Optional[KnowledgeBase],
-             choice: Choice) -> tuple[list[int], Optional[Prefix]]:
+             choice: Choice, k: int) -> tuple[list[int], Optional[Prefix], list[Any]]:
     """On the worker: a new session's tokens and knowledge entry, evaluated so that its first step pays only for
-    its own tokens."""
+    its own tokens; and the top-k after them (position 0 of the answer: the prefill computes it anyway)."""
     tokens = backend.tokenize(text, True) if text is not None else ids or []
     prefix = session_prefix(backend, kb, choice, ids, text)
     model = _model_tokens(backend, prefix, tokens, text)
     _check_ctx(backend, len(model))
-    if model:
-        backend.topk(model, 1)
-    return tokens, prefix
+    return tokens, prefix, backend.topk(model, k) if model else []
 
 
 def _run_step(backend: Backend, s: Session, req: StepRequest,
@@ -198,21 +197,28 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
     @app.post("/v1/floe/sessions")
     async def create_session(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        check_fields(body, ("prompt", "prompt_b64", "knowledge"))
+        check_fields(body, ("prompt", "prompt_b64", "knowledge", "k", "fmt"))
         if ("prompt" in body) == ("prompt_b64" in body):
             raise RequestError("give exactly one of prompt (ids) or prompt_b64 (text)")
+        k = check_int(body["k"], "k", 1, limits.max_k) if "k" in body else 0
+        fmt = body.get("fmt", "f16")
+        if not isinstance(fmt, str) or fmt not in FORMATS:
+            raise RequestError('fmt must be "f16" or "int8"')
         choice = knowledge_choice(body, knowledge)
         who = owner(request)
         sessions.check_room(who)  # before spending model time
         text = decode_b64(body["prompt_b64"], "prompt_b64") if "prompt_b64" in body else None
         ids = None if text is not None else list(check_ids(body["prompt"], "prompt", backend.n_vocab, backend.n_ctx))
 
-        tokens, prefix = await worker.run(_prefill, backend, ids, text, knowledge, choice)
+        tokens, prefix, first = await worker.run(_prefill, backend, ids, text, knowledge, choice, max(k, 1))
         _, fp = await vocab_frame()
         sid = sessions.add(Session(who, tokens, text, sessions.clock(), prefix))
-        return {"session": sid, "n_past": len(tokens), "n_vocab": backend.n_vocab, "model": backend.name,
-                "max_k": limits.max_k, "idle_expiry_s": limits.idle_expiry_s, "fingerprint": fp,
-                "knowledge": prefix.entry_id if prefix is not None else None}  # its id only, never its text
+        out = {"session": sid, "n_past": len(tokens), "n_vocab": backend.n_vocab, "model": backend.name,
+               "max_k": limits.max_k, "idle_expiry_s": limits.idle_expiry_s, "fingerprint": fp,
+               "knowledge": prefix.entry_id if prefix is not None else None}  # its id only, never its text
+        if k and first:  # asked for: the answer's first position, as a step frame of one position
+            out["first_b64"] = base64.b64encode(encode_step(len(tokens), first, k, fmt)).decode()
+        return out
 
     @app.post("/v1/floe/sessions/{sid}/step")
     async def step(sid: str, request: Request) -> Response:

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 from .privacy import PrivacyCheck, check_private, private_items
-from .run import CAPTURE_BYTES, EDGE_CTX, DemoOptions, DemoResult, prepare, run_demo
+from .run import CAPTURE_BYTES, DEMO_PACE, EDGE_CTX, DemoOptions, DemoResult, prepare, run_demo
 from .show import Row
 from .user import DEMO_SEED, DEMO_USER, load_user
 
-__all__ = ["CAPTURE_BYTES", "DEMO_SEED", "DEMO_USER", "EDGE_CTX", "DemoOptions", "DemoResult", "PrivacyCheck", "Row",
-           "check_private", "load_user", "prepare", "private_items", "run_demo"]
+__all__ = ["CAPTURE_BYTES", "DEMO_PACE", "DEMO_SEED", "DEMO_USER", "EDGE_CTX", "DemoOptions", "DemoResult",
+           "PrivacyCheck", "Row", "check_private", "load_user", "prepare", "private_items", "run_demo"]

@@ -24,11 +24,14 @@ from .privacy import PrivacyCheck, check_private, private_items
 from .show import WAYS, Row, Shown, summary
 from .user import TRAIN_PROFILE, DemoUser, load_user, novel, own_question, user_adapter, user_gate
 
-__all__ = ["DemoOptions", "DemoResult", "EDGE_CTX", "CAPTURE_BYTES", "run_demo", "prepare"]
+__all__ = ["DEMO_PACE", "DemoOptions", "DemoResult", "EDGE_CTX", "CAPTURE_BYTES", "run_demo", "prepare"]
 
 EDGE_CTX = 1024           # the edge's context: a private context, the prompt and the answer
 CLOUD_CTX = 2048          # the cloud's: a knowledge entry, the prompt and the answer
 CAPTURE_BYTES = 8 << 20   # upstream bytes kept for the privacy check (a bound; a few KB per question are used)
+# floe's whole answer within this factor of the edge's own time: the slack goes to the first tokens, which wait
+# for the cloud session to open (RTT + the cloud's prefill) while the edge drafts (BENCHMARKS.md, "floe demo")
+DEMO_PACE = 2.0
 NO_ADAPTER_NOTE = ("without the user's adapter: exact match collapses (the base model does not know the answer "
                    "formats: `floe eval` measured 0% for every system)")
 
@@ -40,7 +43,7 @@ class DemoOptions:
     net: Profile = field(default_factory=lambda: Profile(rtt_ms=30.0))
     edge_variant: Optional[str] = None
     deadline_ms: float = 200.0
-    pace: Optional[float] = None
+    pace: Optional[float] = DEMO_PACE
     fusion: str = "gate"        # "gate": the user's learned gate; any other fusion preset is used as it is
     questions: int = 2          # held-out records per task (by index: one novel, one known per two)
     prompts: tuple[str, ...] = ()   # questions of the user's own instead (-n tokens each)

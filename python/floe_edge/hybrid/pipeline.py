@@ -83,19 +83,25 @@ class CloudPipeline:
         self.opening: Optional["concurrent.futures.Future[Any]"] = None
         self.opening_since = 0.0
         self.opened = False
+        self.first_asked = False  # the open carries the answer's first position
 
     # -- the session ---------------------------------------------------------------------------------------------
     def open(self, now: float) -> None:
-        """Open the cloud session with the shared prompt (the edge reads the private context meanwhile)."""
-        # the keyword only when there is one: a backend without knowledge support keeps working
+        """Open the cloud session with the shared prompt (the edge reads the private context meanwhile), asking
+        for the answer's first position along with it where the link can."""
+        # keywords only where they apply: a backend without knowledge support keeps working
         extra: dict[str, Any] = {} if self.knowledge is None else {"knowledge": self.knowledge}
+        self.first_asked = getattr(self.cloud, "first_on_open", False) and self.state.head == 0
+        if self.first_asked:
+            extra["k"] = self.parts.settings.k
         self.opening = self.io.submit(self.cloud.open(list(self.shared_ids), self.prompt_bytes, **extra))
         self.opening_since = now
         self.parts.scheduler.request_sent(now)
         self.trace("open")
 
     def session_ready(self, now: float) -> bool:
-        """Is the cloud session open? A failed open is retried at the probe interval."""
+        """Is the cloud session open? A failed open is retried at the probe interval. The open's evidence for the
+        answer's first position is taken while that position is still the head."""
         if self.opened:
             return True
         if self.opening is not None and self.opening.done():
@@ -104,11 +110,33 @@ class CloudPipeline:
                 self.opening = None
             else:
                 self.opened, self.synced = True, 0
-                self.trace(f"opened after {(now - self.opening_since) * 1e3:.0f} ms")
+                self.parts.scheduler.observe_open((now - self.opening_since) * 1e3)
+                first = self.opening.result()
+                if first is not None and self.state.head == 0:
+                    self.state.add_evidence(0, first, None)
+                self.trace(f"opened after {(now - self.opening_since) * 1e3:.0f} ms"
+                           f"{' with position 0' if first is not None else ''}")
                 return True
         if self.opening is None and self.parts.scheduler.should_probe(now):
             self.open(now)
         return False
+
+    def awaited(self, now: float, head: int) -> Optional[tuple["concurrent.futures.Future[Any]", float, Lead]]:
+        """What will bring the head's evidence, when it is expected, and who drafts: the request in flight that
+        covers it, or, while the session opens, the open (the first position comes with it; a later one with the
+        step sent right after it). None: nothing will."""
+        sch, st = self.parts.scheduler, self.state
+        if not self.session_ready(now):
+            if self.opening is None:
+                return None
+            opened = self.opening_since + (sch.open_ms.recent() or 0.0) / 1e3
+            if head == 0 and self.first_asked:
+                return self.opening, opened, Lead.EDGE
+            return self.opening, opened + (sch.expected_ms(head + len(st.draft) + 1) or 0.0) / 1e3, Lead.EDGE
+        r = self.request
+        if r is None or not r.covers(head):
+            return None
+        return r.future, r.sent + (sch.expected_ms(r.cost_tokens) or 0.0) / 1e3, r.lead  # no observation: hope
 
     def lead(self) -> Lead:
         if not self.cloud.can_score:  # plain OpenAI completions cannot score given text

@@ -9,13 +9,17 @@ Per token (the head), in order:
    and no cloud draft covering the head is due sooner than the edge could decode it: ``Emit`` the edge's token ->
    ``edge`` (gated upload).
 4. A request covering the head is in flight and expected (p95) before the head's deadline: ``Draft`` ahead with the
-   edge while a whole edge token fits before the answer, else ``Wait`` for the answer until the deadline.
+   edge while a whole edge token fits before the answer, else ``Wait`` for the answer until the deadline. While the
+   session opens, the open counts as that request: it brings the first position's evidence, and the step sent
+   right after it the later ones.
 5. Otherwise (cloud late, down or absent, no session yet, or the deadline is here): ``Emit`` the edge's token ->
    ``edge-only``; a late answer is dropped.
 
 The head's deadline is `deadline_ms` after the previous token; with a pace bound it is also at most
-``pace x (h + 1)`` edge token times after the prompt (the edge's best recent time per token), so waiting for the
-cloud adds at most (pace - 1) to the edge's own time, whatever the network.
+``(h + 1) + (pace - 1) x n`` edge token times after the prompt (the edge's best recent time per token, n the tokens
+asked for), so the whole answer takes at most pace x the edge's own time, whatever the network. The slack may be
+spent anywhere, the first tokens included: they are the ones that wait for the session to open, and the edge drafts
+meanwhile, so a wait the cloud agrees with costs little.
 """
 
 from __future__ import annotations
@@ -174,18 +178,18 @@ class Run:
         if not st.needs_cloud(0) and not self._cloud_draft_soon(now, deadline, margin):
             return self._edge_token(Source.EDGE)
         # the head needs the cloud (or, cloud-led, its draft is due before the edge could decode the head)
-        r = cloud.request
-        if not cloud.session_ready(now) or r is None or not r.covers(st.head):
+        awaited = cloud.awaited(now, st.head)
+        if awaited is None:
             return self._edge_token(Source.EDGE_ONLY)
-        arrival = r.sent + (sch.expected_ms(r.cost_tokens) or 0.0) / 1e3  # no observation yet: hope, bounded
+        future, arrival, lead = awaited
         if not sch.wait_for_cloud(now, deadline, arrival):
             return self._edge_token(Source.EDGE_ONLY)
         # wait: draft ahead while a whole edge token fits before the answer, else wait for it until the deadline
         edge_ms = max(sch.edge_token_ms.ewma or 0.0, sch.edge_token_ms.p95 or 0.0)
-        if (r.lead is Lead.EDGE and len(st.draft) < p.settings.lookahead
+        if (lead is Lead.EDGE and len(st.draft) < p.settings.lookahead
                 and now + edge_ms / 1e3 < min(deadline - margin, arrival)):
             return Draft()
-        return Wait(r.future, deadline - margin)
+        return Wait(future, deadline - margin)
 
     def _cloud_draft_soon(self, now: float, deadline: float, margin: float) -> bool:
         """Cloud-led: a draft covering the head is in flight and due before the head's deadline, and sooner than
@@ -210,5 +214,5 @@ class Run:
         if pace is None:
             return float("inf")
         edge_ms = self.parts.scheduler.edge_token_ms.min or 0.0
-        return self.t_decode + pace * (self.state.head + 1) * edge_ms / 1e3
+        return self.t_decode + ((self.state.head + 1) + (pace - 1) * self.n) * edge_ms / 1e3
 
