@@ -70,10 +70,11 @@ def test_the_first_token_waits_for_the_session_to_open(first_on_open: bool) -> N
     toks, gen = generate(clock, edge, cloud, 4)
     assert [t.id for t in toks] == [C, A, A, A]  # the cloud's confident C beat the edge's unsure B
     assert toks[0].source is Source.FUSED and gen.last_stats.sources[Source.EDGE_ONLY.value] == 0
+    # the open was never timed: the edge drafts meanwhile (10 ms a token), so the answer is seen within a token
     if first_on_open:
-        assert toks[0].t_ms == pytest.approx(50.0) and cloud.requests == []
-    else:  # the step right after the open: 30 ms + 1 ms for the head
-        assert toks[0].t_ms == pytest.approx(50.0 + 31.0) and len(cloud.requests) == 1
+        assert 50.0 <= toks[0].t_ms <= 60.0 and cloud.requests == []
+    else:  # the step right after the open: 30 ms + 1 ms for each token it computes
+        assert 50.0 + 31.0 <= toks[0].t_ms <= 60.0 + 36.0 and len(cloud.requests) == 1
 
 
 def test_late_answer_is_dropped_and_the_edge_decides() -> None:

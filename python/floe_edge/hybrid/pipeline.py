@@ -11,6 +11,7 @@ next cloud draft has been asked for (a pipeline of two).
 from __future__ import annotations
 
 import concurrent.futures
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -122,14 +123,17 @@ class CloudPipeline:
         return False
 
     def awaited(self, now: float, head: int) -> Optional[tuple["concurrent.futures.Future[Any]", float, Lead]]:
-        """What will bring the head's evidence, when it is expected, and who drafts: the request in flight that
-        covers it, or, while the session opens, the open (the first position comes with it; a later one with the
-        step sent right after it). None: nothing will."""
+        """What will bring the head's evidence, when it is expected (inf: not known yet, hoped for by the head's
+        deadline), and who drafts: the request in flight that covers it, or, while the session opens, the open (the
+        first position comes with it; a later one with the step sent right after it). None: nothing will."""
         sch, st = self.parts.scheduler, self.state
         if not self.session_ready(now):
             if self.opening is None:
                 return None
-            opened = self.opening_since + (sch.open_ms.recent() or 0.0) / 1e3
+            took = sch.open_ms.recent()
+            if took is None:  # never timed: hoped for by the deadline, the edge drafting meanwhile
+                return self.opening, math.inf, Lead.EDGE
+            opened = self.opening_since + took / 1e3
             if head == 0 and self.first_asked:
                 return self.opening, opened, Lead.EDGE
             return self.opening, opened + (sch.expected_ms(head + len(st.draft) + 1) or 0.0) / 1e3, Lead.EDGE

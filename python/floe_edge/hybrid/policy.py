@@ -25,6 +25,7 @@ meanwhile, so a wait the cloud agrees with costs little.
 from __future__ import annotations
 
 import concurrent.futures
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union
 
@@ -182,12 +183,13 @@ class Run:
         if awaited is None:
             return self._edge_token(Source.EDGE_ONLY)
         future, arrival, lead = awaited
-        if not sch.wait_for_cloud(now, deadline, arrival):
+        if not sch.wait_for_cloud(now, deadline, arrival if math.isfinite(arrival) else now):  # unknown: hope
             return self._edge_token(Source.EDGE_ONLY)
         # wait: draft ahead while a whole edge token fits before the answer, else wait for it until the deadline
+        # (an answer not expected at any known time: one token to spare, as the edge's time is known from few tokens)
         edge_ms = max(sch.edge_token_ms.ewma or 0.0, sch.edge_token_ms.p95 or 0.0)
-        if (lead is Lead.EDGE and len(st.draft) < p.settings.lookahead
-                and now + edge_ms / 1e3 < min(deadline - margin, arrival)):
+        until = min(deadline - margin, arrival) if math.isfinite(arrival) else deadline - margin - edge_ms / 1e3
+        if lead is Lead.EDGE and len(st.draft) < p.settings.lookahead and now + edge_ms / 1e3 < until:
             return Draft()
         return Wait(future, deadline - margin)
 
@@ -209,10 +211,11 @@ class Run:
     def _pace_line(self) -> float:
         """The time by which the head is due at the pace bound: inf without one. The edge's time per token is its
         best recent one (as it runs alone: a busy cloud beside it on the same memory system slows it down, and that
-        is part of what the bound limits); until the edge has been timed, the head does not wait."""
+        is part of what the bound limits); until the edge has been timed, only the deadline bounds the head (the
+        edge's first draft, while it waits, times it)."""
         pace = self.parts.settings.pace
-        if pace is None:
+        edge_ms = self.parts.scheduler.edge_token_ms.min
+        if pace is None or edge_ms is None:
             return float("inf")
-        edge_ms = self.parts.scheduler.edge_token_ms.min or 0.0
         return self.t_decode + ((self.state.head + 1) + (pace - 1) * self.n) * edge_ms / 1e3
 
