@@ -89,6 +89,21 @@ def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes], 
     return tokens, prefix, backend.topk(model, k) if model else []
 
 
+def _session_request(body: dict[str, Any], backend: Backend,
+                     limits: Limits) -> tuple[Optional[list[int]], Optional[bytes], int, str]:
+    """A session's prompt (ids, or text), and the k (0: none) and format of the first position it asks for."""
+    check_fields(body, ("prompt", "prompt_b64", "knowledge", "k", "fmt"))
+    if ("prompt" in body) == ("prompt_b64" in body):
+        raise RequestError("give exactly one of prompt (ids) or prompt_b64 (text)")
+    k = check_int(body["k"], "k", 1, limits.max_k) if "k" in body else 0
+    fmt = body.get("fmt", "f16")
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        raise RequestError('fmt must be "f16" or "int8"')
+    text = decode_b64(body["prompt_b64"], "prompt_b64") if "prompt_b64" in body else None
+    ids = None if text is not None else list(check_ids(body["prompt"], "prompt", backend.n_vocab, backend.n_ctx))
+    return ids, text, k, fmt
+
+
 def _run_step(backend: Backend, s: Session, req: StepRequest,
               limits: StepLimits) -> tuple[list[int], Optional[bytes], list[Any]]:
     """On the worker: the session's tokens (and text) after the step's append, and the step's positions."""
@@ -197,18 +212,10 @@ def create_app(backend: Backend, api_key: Union[str, Sequence[str], None] = None
     @app.post("/v1/floe/sessions")
     async def create_session(request: Request) -> dict[str, Any]:
         body = await _json(request)
-        check_fields(body, ("prompt", "prompt_b64", "knowledge", "k", "fmt"))
-        if ("prompt" in body) == ("prompt_b64" in body):
-            raise RequestError("give exactly one of prompt (ids) or prompt_b64 (text)")
-        k = check_int(body["k"], "k", 1, limits.max_k) if "k" in body else 0
-        fmt = body.get("fmt", "f16")
-        if not isinstance(fmt, str) or fmt not in FORMATS:
-            raise RequestError('fmt must be "f16" or "int8"')
+        ids, text, k, fmt = _session_request(body, backend, limits)
         choice = knowledge_choice(body, knowledge)
         who = owner(request)
         sessions.check_room(who)  # before spending model time
-        text = decode_b64(body["prompt_b64"], "prompt_b64") if "prompt_b64" in body else None
-        ids = None if text is not None else list(check_ids(body["prompt"], "prompt", backend.n_vocab, backend.n_ctx))
 
         tokens, prefix, first = await worker.run(_prefill, backend, ids, text, knowledge, choice, max(k, 1))
         _, fp = await vocab_frame()
