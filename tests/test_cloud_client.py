@@ -98,6 +98,24 @@ def test_same_vocab_draft_and_score(cloud, tmp_path):
     run(main)
 
 
+def test_release_deletes_the_session_before_the_next_open(cloud, tmp_path):
+    """A generation that is over releases its session: the next open is a single request (its DELETE is not on the
+    next question's critical path); without a release, the next open deletes the old session first."""
+    async def main() -> None:
+        async with link(cloud, tmp_path) as b:
+            await b.open(PROMPT, b"abc")
+            await b.step([4], b" ", k=2, deadline=soon())
+            await b.release()
+            assert cloud.log[-1][0] == "DELETE" and cloud.sessions == {}
+            n = len(cloud.log)
+            await b.open(PROMPT, b"abc")
+            assert [r[0] for r in cloud.log[n:]] == ["POST"] and len(cloud.sessions) == 1
+            n = len(cloud.log)
+            await b.open(PROMPT, b"abc")  # not released: deleted by the open, before its POST
+            assert [r[0] for r in cloud.log[n:]] == ["DELETE", "POST"] and len(cloud.sessions) == 1
+    run(main)
+
+
 def test_int8_frames_are_renormalized(cloud, tmp_path):
     async def main() -> None:
         async with link(cloud, tmp_path, same_vocab=True, fmt="int8") as b:

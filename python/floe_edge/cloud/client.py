@@ -147,6 +147,7 @@ class FloeCloudBackend(CloudLink):
         self._stale: list[str] = []                # sessions to delete (abandoned after a failure)
         self._knowledge: Any = _UNSAID             # what a new session asks for: an id, None (no entry), or nothing
         self._open_k: Optional[int] = None         # open(k=): the top-k of the answer's first position too
+        self._releasing: Optional[asyncio.Task[Any]] = None  # release() in the background: close() waits for it
         self.knowledge_used: Optional[str] = None  # the entry the cloud said it reads (an id; None: none, unknown)
 
     # -- the interface ---------------------------------------------------------------------------------------------
@@ -218,8 +219,17 @@ class FloeCloudBackend(CloudLink):
             return meter.result(draft, evidence, server_ms)
         raise CloudConnectionError("the cloud session kept disappearing")
 
+    async def release(self) -> None:
+        """The generation is over: delete its session now (best effort), so that the next open does not wait for
+        it; the connection stays."""
+        self._releasing = asyncio.current_task()
+        await self._end_session()
+
     async def close(self) -> None:
         """End the session (best effort, bounded by close_timeout_s) and drop the connection."""
+        releasing, self._releasing = self._releasing, None
+        if releasing is not None and releasing is not asyncio.current_task() and not releasing.done():
+            await asyncio.gather(releasing, return_exceptions=True)  # its DELETE is bounded by close_timeout_s
         try:
             await self._end_session()
         finally:

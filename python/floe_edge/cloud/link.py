@@ -9,6 +9,7 @@ API::
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, n_draft=8, deadline=t)       # cloud-led
     step = await link.step(accepted_edge_ids, accepted_bytes, k=20, score_edge_ids=d,
                            score_bytes=b, want=[2, 3], deadline=t)                               # edge-led
+    await link.release()          # optional (FloeCloudBackend): the generation is over, delete its session now
     await link.close()                                                      # end the session, drop the connection
 
 `deadline` is an absolute `time.monotonic()` instant. `accepted_*` are the tokens committed since the previous step()

@@ -21,6 +21,7 @@ from ..fusion import FusedSampler, Fuser, Weights
 from ..scheduler import DeadlineScheduler, Lead
 from .clock import Clock, IOLoop, LoopThread, RealClock
 from .config import Parts, Settings
+from .pipeline import release_session
 from .policy import Run, check_knowledge
 from .types import HybridStats, HybridToken, Source
 
@@ -133,3 +134,4 @@ class HybridGenerator:
                     yield HybridToken(t, stream.feed(t), Source.CLOUD_DRAFT, 0.0, (now - t0) * 1e3, late)
         finally:
             stats.latency_ms = (clock.now() - t0) * 1e3
+            release_session(cloud, io)

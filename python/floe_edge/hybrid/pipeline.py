@@ -23,7 +23,7 @@ from .config import Parts
 from .state import SpeculativeState
 from .types import HybridStats
 
-__all__ = ["MAX_SCORED", "CloudPipeline", "Plan", "Request"]
+__all__ = ["MAX_SCORED", "CloudPipeline", "Plan", "Request", "release_session"]
 
 # Edge-led: at most this many edge tokens scored per request. The cloud takes MAX_DRAFT tokens per step, and a
 # cloud with another vocabulary re-tokenizes the scored text into more tokens than the edge's: a quarter is left
@@ -281,5 +281,14 @@ class CloudPipeline:
         st.eval_pending()
 
     def cancel(self) -> None:
+        """The generation is over: drop the request in flight, and let the link end the session in the background
+        (the next question's open then does not wait for that)."""
         if self.request is not None:
             self.request.future.cancel()
+        release_session(self.cloud, self.io)
+
+
+def release_session(cloud: CloudBackend, io: IOLoop) -> None:
+    release = getattr(cloud, "release", None)
+    if release is not None:
+        io.submit(release())
