@@ -3,6 +3,8 @@ to it restores it instead of decoding its prefix again, with the same results as
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,44 @@ def test_a_state_the_context_cannot_take_is_decoded_instead(smollm2_path, texts)
         got = cached.topk(seq, 8, n_draft=2)
         assert cached.n_evaluated == len(seq) + 2
         _same(got, plain.topk(seq, 8, n_draft=2))
+
+
+@pytest.mark.parametrize("text_session", [False, True])
+def test_sessions_share_the_knowledge_entry_not_the_prompt(smollm2_path, texts, text_session) -> None:
+    """A new session reuses the cache for the knowledge entry in front of its prompt (the server's own document)
+    and decodes its own prompt in full, even one another session sent just before: no prompt is cheaper, or
+    faster, because someone else asked it (and a benchmark's ways do not share their prompt's prefill); the entry,
+    saved when the context moved on, comes back from the host-memory cache."""
+    from fastapi.testclient import TestClient
+
+    from floe_edge.cloud.knowledge import KnowledgeBase, knowledge_id
+    from floe_edge.cloud.server import create_app
+
+    entry, other = (t.decode() for t in texts)
+    with LlamaBackend(smollm2_path, n_ctx=512) as backend:
+        kb = KnowledgeBase.from_contexts([entry, other])
+        client = TestClient(create_app(backend, api_key="k" * 16, knowledge=kb))
+
+        def open_session(question: bytes, kid: str) -> int:
+            n0 = backend.n_evaluated
+            ids = backend.tokenize(question)
+            body = {"prompt_b64": base64.b64encode(question).decode()} if text_session else {"prompt": ids}
+            r = client.post("/v1/floe/sessions", json={**body, "knowledge": kid, "k": 4},
+                            headers={"Authorization": "Bearer " + "k" * 16})
+            assert r.status_code == 200, r.text
+            return backend.n_evaluated - n0
+
+        def own(question: bytes) -> int:
+            """The prompt's tokens (a text session's: from where the entry's own tokenization stops agreeing)."""
+            if not text_session:
+                return len(backend.tokenize(question, add_bos=False))
+            data = (entry + "\n\n").encode()
+            model = backend.tokenize(data + question)
+            return len(model) - common_prefix(backend.tokenize(data), model)
+
+        q1, q2 = b"When does the museum open?", b"Is it open on Sunday?"
+        assert open_session(q1, knowledge_id(entry)) > 64 + own(q1)  # entry and prompt: nothing cached yet
+        assert open_session(q1, knowledge_id(entry)) == own(q1)      # the same prompt again: paid again, in full
+        assert open_session(q2, knowledge_id(entry)) == own(q2)
+        open_session(q1, knowledge_id(other))                        # another entry: the first one is saved
+        assert open_session(q2, knowledge_id(entry)) == own(q2) and backend.saved.hits >= 1

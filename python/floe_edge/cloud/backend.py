@@ -138,18 +138,20 @@ class LlamaBackend:
         self._ctx_tokens = []
         self._rows.clear()
 
-    def _eval(self, tokens: Sequence[int], n_out: int,
-              want: Optional[Sequence[int]] = None) -> list[Optional[npt.NDArray[np.float32]]]:
+    def _eval(self, tokens: Sequence[int], n_out: int, want: Optional[Sequence[int]] = None,
+              reuse: Optional[int] = None) -> list[Optional[npt.NDArray[np.float32]]]:
         """The logits after each of the last n_out of `tokens` (None for those not in `want`, indices 0..n_out-1;
         default all); the context then starts with `tokens`. Decodes only what neither the KV cache nor the kept
-        logit rows already have, and computes the output layer only at the wanted positions."""
+        logit rows already have (at most the first `reuse` tokens come from them), and computes the output layer
+        only at the wanted positions."""
         if not 1 <= n_out <= len(tokens) <= self.n_ctx:
             raise ValueError(f"need 1 <= n_out ({n_out}) <= tokens ({len(tokens)}) <= n_ctx ({self.n_ctx})")
         first_out = len(tokens) - n_out
         out = {first_out + j for j in (range(n_out) if want is None else want)}
-        lcp = common_prefix(self._ctx_tokens, tokens)
+        cap = len(tokens) if reuse is None else reuse
+        lcp = min(common_prefix(self._ctx_tokens, tokens), cap)
         if len(tokens) - lcp >= self.saved.min_tokens:  # a long decode ahead: a saved prefix may spare it
-            lcp = self._restore(tokens, lcp)
+            lcp = min(self._restore(tokens, lcp), cap)
         # Decode from the first needed position we hold no logits for (as llama's generate replays the last
         # prompt token when it is all cached, but without that replay when the logits were kept).
         keep = min([lcp] + [p for p in out if p < lcp and p not in self._rows])
@@ -229,6 +231,14 @@ class LlamaBackend:
             raise
         for p in [p for p in self._rows if p < len(self._ctx_tokens) - self._keep_rows]:
             del self._rows[p]  # bounded memory: rows near the end are the ones a next step can reuse
+
+    def prefill(self, tokens: Sequence[int], k: int, reuse: int) -> list[TopK]:
+        """A new session's tokens, decoded with at most their first `reuse` from the cache (the knowledge entry in
+        front: the server's own document; the prompt is the session's to pay for, as if no other session had sent
+        it), and the top-k after them."""
+        row = self._eval(tokens, 1, reuse=reuse)[0]
+        assert row is not None
+        return [(-1, *topk_logprobs(row, k))]
 
     def topk(self, tokens: Sequence[int], k: int, n_draft: int = 0, score: Sequence[int] = (),
              want: Optional[Sequence[int]] = None) -> list[TopK]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .api_error import ApiError
+from .saved_prefixes import common_prefix
 from .step_request import RequestError
 
 __all__ = ["KnowledgeBase", "KnowledgeEntry", "KnowledgeError", "MAX_ENTRIES", "MAX_ID_CHARS", "MAX_TEXT_BYTES",
@@ -285,6 +286,12 @@ class Prefix:
     ids: tuple[int, ...] = ()
     cut: int = 0
     text: Optional[bytes] = None
+
+    def shared(self, backend: Any, model: Sequence[int]) -> int:
+        """How many of a session's model tokens are the entry's (BOS included): what sessions may share."""
+        if self.text is not None:  # tokenized with the prompt: up to where the entry's own tokens stop agreeing
+            return common_prefix(backend.tokenize(self.text, True), model)
+        return self.cut + len(self.ids)
 
     def model_tokens(self, backend: Any, tokens: Sequence[int], text: Optional[bytes]) -> list[int]:
         """What the model evaluates for a session holding `tokens` (a text session: `text`, tokenized)."""

@@ -8,7 +8,9 @@ Model calls run on one worker thread (`worker`); the event loop only parses, che
 and frames, so /health answers during a long step. Sessions (`sessions`) are bounded per API key (`guard` checks the
 key) and expire when idle. Request bodies are capped before they are read (`guard`); cloud log-probs and prompts are
 never logged (no access log). With a knowledge base (`knowledge`), a session's entry is put in front of its prompt on
-the server only: the client's accounting (n_past, `base`, byte offsets) is that of its own tokens.
+the server only: the client's accounting (n_past, `base`, byte offsets) is that of its own tokens. A new session takes
+only its knowledge entry from the model's cache and decodes its own prompt, whoever sent the same prompt before: no
+prompt is cheaper, or faster, because another session asked it.
 """
 
 from __future__ import annotations
@@ -86,7 +88,12 @@ def _prefill(backend: Backend, ids: Optional[list[int]], text: Optional[bytes], 
     prefix = session_prefix(backend, kb, choice, ids, text)
     model = _model_tokens(backend, prefix, tokens, text)
     _check_ctx(backend, len(model))
-    return tokens, prefix, backend.topk(model, k) if model else []
+    if not model:
+        return tokens, prefix, []
+    prefill = getattr(backend, "prefill", None)  # a backend with a cache: only the knowledge entry may come from it
+    if prefill is None:
+        return tokens, prefix, backend.topk(model, k)
+    return tokens, prefix, prefill(model, k, 0 if prefix is None else prefix.shared(backend, model))
 
 
 def _session_request(body: dict[str, Any], backend: Backend,

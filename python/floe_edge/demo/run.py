@@ -187,7 +187,13 @@ def _ask(dev: Any, record: Record, number: int, gens: Sequence[tuple[str, Any, s
     expected = record.completion or None
     tokens = budget(len(record_tokens(dev.slm, record).completion_ids)) if expected else n
     kid = dev.knowledge(record)
-    hits = _teacher_forced(dev, record, *scoring) if scoring is not None and expected is not None else {}
+    if scoring is not None and expected is not None:  # scoring reads the knowledge entry into the cloud's cache
+        hits = _teacher_forced(dev, record, *scoring)
+    else:
+        hits = {}
+        if kid is not None:  # as a server holds its documents' KV: cloud-only and floe then start alike
+            dev.io.run(dev.scorer.open([], b"", knowledge=kid))
+            dev.io.run(dev.scorer.release())
     rows = []
     for way, gen, kind in gens:
         shown: Any = Shown(gen, console, way)  # answer() reads generate*, last_stats: what Shown has
