@@ -31,7 +31,7 @@ CLOUD_CTX = 2048          # the cloud's: a knowledge entry, the prompt and the a
 CAPTURE_BYTES = 8 << 20   # upstream bytes kept for the privacy check (a bound; a few KB per question are used)
 # floe's whole answer within this factor of the edge's own time: the slack goes to the first tokens, which wait
 # for the cloud session to open (RTT + the cloud's prefill) while the edge drafts (BENCHMARKS.md, "floe demo")
-DEMO_PACE = 2.0
+DEMO_PACE = 3.0
 NO_ADAPTER_NOTE = ("without the user's adapter: exact match collapses (the base model does not know the answer "
                    "formats: `floe eval` measured 0% for every system)")
 
