@@ -116,6 +116,30 @@ def test_release_deletes_the_session_before_the_next_open(cloud, tmp_path):
     run(main)
 
 
+def test_an_open_ended_in_flight_deletes_the_session_it_makes(cloud, tmp_path):
+    """A generation that ends (or a new question) while its session is still opening does not cancel the request
+    mid-flight (the server would keep a session nobody can name, counted against the key's limit): the open
+    finishes in the background and deletes its session; release() waits for that; the next open works."""
+    async def main() -> None:
+        async with link(cloud, tmp_path, same_vocab=True) as b:
+            cloud.faults.append(Fault("slow", "sessions", 0.3))
+            with pytest.raises(CloudTimeout):
+                await b.open(PROMPT, b"abc", deadline=time.monotonic() + 0.05)
+            await b.release()  # waits for the open in flight, which deletes what it made
+            assert cloud.sessions == {} and cloud.log[-1][0] == "DELETE"
+            await b.open(PROMPT, b"abc")
+            st = await b.step([4], b" ", k=2, deadline=soon())
+            assert len(cloud.sessions) == 1 and len(st.evidence) == 1
+            cloud.faults.append(Fault("slow", "sessions", 0.3))
+            opening = asyncio.ensure_future(b.open(PROMPT, b"abd"))
+            await asyncio.sleep(0.05)
+            await b.open(PROMPT, b"abe")  # a new question while the last one's session opens
+            await asyncio.gather(opening, return_exceptions=True)
+            await b.release()
+            assert cloud.sessions == {} and len(cloud.routes("sessions")) == 4
+    run(main)
+
+
 def test_int8_frames_are_renormalized(cloud, tmp_path):
     async def main() -> None:
         async with link(cloud, tmp_path, same_vocab=True, fmt="int8") as b:

@@ -259,8 +259,9 @@ def test_hybrid_generator_passes_the_id(smollm2_path: Path, tmp_path: Path) -> N
                 return link.knowledge_used
 
             hybrid = [t for t in gen.generate(prompt, 6, knowledge=entry) if t.id >= 0]
-            assert len(hybrid) == 6 and gen.last_stats.cloud_errors == 0 and session_entry() == entry
-            assert len([t for t in gen.generate(prompt, 4) if t.id >= 0]) == 4
+            s = gen.last_stats  # fused tokens may end the text early: the cloud's evidence depends on timing
+            assert (len(hybrid) == 6 or s.finish_reason == "eog") and s.cloud_errors == 0 and session_entry() == entry
+            assert len([t for t in gen.generate(prompt, 4) if t.id >= 0]) == 4 or gen.last_stats.finish_reason == "eog"
             assert session_entry() == entry  # no id: retrieved from the prompt
         assert no_runs_of(REAL.text, received) and len(received) >= 3
         with HybridGenerator(edge, None) as alone, pytest.raises(ValueError, match="no cloud"):

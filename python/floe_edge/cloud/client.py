@@ -148,6 +148,8 @@ class FloeCloudBackend(CloudLink):
         self._knowledge: Any = _UNSAID             # what a new session asks for: an id, None (no entry), or nothing
         self._open_k: Optional[int] = None         # open(k=): the top-k of the answer's first position too
         self._releasing: Optional[asyncio.Task[Any]] = None  # release() in the background: close() waits for it
+        self._epoch = 0                            # sessions ended so far: an open from an older epoch is abandoned
+        self._abandoned: set[asyncio.Task[None]] = set()  # opens still in flight that nobody wants any more
         self.knowledge_used: Optional[str] = None  # the entry the cloud said it reads (an id; None: none, unknown)
 
     # -- the interface ---------------------------------------------------------------------------------------------
@@ -224,6 +226,8 @@ class FloeCloudBackend(CloudLink):
         it; the connection stays."""
         self._releasing = asyncio.current_task()
         await self._end_session()
+        if self._abandoned:  # opens still in flight delete the sessions they make: wait for that too
+            await asyncio.gather(*list(self._abandoned), return_exceptions=True)
 
     async def close(self) -> None:
         """End the session (best effort, bounded by close_timeout_s) and drop the connection."""
@@ -231,8 +235,10 @@ class FloeCloudBackend(CloudLink):
         if releasing is not None and releasing is not asyncio.current_task() and not releasing.done():
             await asyncio.gather(releasing, return_exceptions=True)  # its DELETE is bounded by close_timeout_s
         try:
-            await self._end_session()
+            await self._end_session(cancel_open=True)
         finally:
+            for task in list(self._abandoned):
+                task.cancel()
             setup, self._vocab_setup = self._vocab_setup, None
             if setup is not None and not setup.done():
                 setup.cancel()
@@ -240,11 +246,19 @@ class FloeCloudBackend(CloudLink):
             await super().close()
 
     # -- sessions --------------------------------------------------------------------------------------------------
-    async def _end_session(self, delete: bool = True) -> None:
+    async def _end_session(self, delete: bool = True, cancel_open: bool = False) -> None:
+        """End the current session. An open still in flight is left to finish and delete the session it makes
+        (cancelled mid-request, the server would keep a session nobody can name, counted against the key's limit
+        until it expires), unless `cancel_open` (the link is closing)."""
         task, self._opening = self._opening, None
+        self._epoch += 1
         if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            if cancel_open:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            else:
+                self._abandoned.add(task)
+                task.add_done_callback(self._abandoned.discard)
         self._drop_session(stale=True, reopen=False)
         if delete:
             await self._delete_stale(time.monotonic() + self.close_timeout_s)
@@ -282,7 +296,8 @@ class FloeCloudBackend(CloudLink):
             await asyncio.wait_for(asyncio.shield(self._opening), max(deadline - time.monotonic(), 0.0))
         except asyncio.TimeoutError:
             raise CloudTimeout("the cloud session is still opening") from None
-        assert self._session is not None
+        if self._session is None:  # the generation ended while it opened
+            raise CloudConnectionError("the cloud session was ended while it opened")
         return self._session
 
     def _opened(self, task: "asyncio.Task[None]") -> None:
@@ -298,7 +313,7 @@ class FloeCloudBackend(CloudLink):
             raise CloudProtocolError(f"cannot use the cloud's vocabulary: {exc}") from None
 
     async def _create_session(self, ids: list[int], data: bytes, retry: bool) -> None:
-        deadline = time.monotonic() + self.open_timeout_s
+        epoch, deadline = self._epoch, time.monotonic() + self.open_timeout_s
         await self._delete_stale(min(deadline, time.monotonic() + self.close_timeout_s))
         mode = await self._resolve_mode(deadline)
         body: dict[str, Any] = {"prompt": ids} if mode == "ids" else {"prompt_b64": base64.b64encode(data).decode()}
@@ -308,6 +323,10 @@ class FloeCloudBackend(CloudLink):
             body.update(k=self._open_k, fmt=self.fmt)  # the first position of an answer not begun
         s = await self.transport.call("POST", "/v1/floe/sessions", json=body, deadline=deadline,
                                       parse=_parse_session)
+        if epoch != self._epoch:  # abandoned while it opened: nobody will use or delete this session but us
+            self._stale.append(s.sid)
+            await self._delete_stale(time.monotonic() + self.close_timeout_s)
+            return
         v = self.cloud_vocab
         if v is not None and s.fingerprint and s.fingerprint != v.fingerprint:
             # the server changed models since its vocabulary was cached: learn the new one, once

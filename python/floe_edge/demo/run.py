@@ -198,6 +198,7 @@ def _ask(dev: Any, record: Record, number: int, gens: Sequence[tuple[str, Any, s
     for way, gen, kind in gens:
         shown: Any = Shown(gen, console, way)  # answer() reads generate*, last_stats: what Shown has
         a = answer(shown, record, tokens, way=kind, knowledge=kid)
+        dev.settle()  # the next way starts from an idle link
         h = hits.get(way)
         rows.append(Row(number, way, record.task, novel(record), record.prompt, expected, a,
                         None if h is None else (int(h.sum()), len(h))))

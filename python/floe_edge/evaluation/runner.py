@@ -67,6 +67,13 @@ class Link:
                                fusion=fusion if fusion is not None else "assistant", k=self.k,
                                deadline_ms=self.deadline_ms)
 
+    def settle(self) -> None:
+        """Wait until the last answer's cloud session is gone (its open finished, the session deleted), so that
+        every system starts from an idle link, as a user's next question would."""
+        release = getattr(self.link, "release", None)
+        if release is not None:
+            self.io.run(release(), timeout=60)
+
     def evidence(self, record: Record, completion_ids: Sequence[int]) -> list[Any]:
         return cloud_evidence(self.io, self.scorer, self.slm, record, completion_ids, k=self.k,
                               knowledge=self.knowledge(record))

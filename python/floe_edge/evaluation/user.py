@@ -184,6 +184,7 @@ def _answers(dev: Any, opts: EvalOptions, record: Record, edge_adapters: list[An
             dev.slm.set_adapters([] if name == "edge-generic" else edge_adapters)
             gen = dev.generator(fuse)
             a = answer(gen, record, n, way=way, knowledge=kid)
+            dev.settle()
             if i == 0 and name.startswith("edge"):
                 for r in opts.rtts:
                     tally.add_answer(name, record.task, is_novel, r, a, swept=latency)
