@@ -114,17 +114,20 @@ def open_costs(backend: LlamaBackend, reps: int) -> list[str]:
         return ms, r.json()["session"]
 
     assert client.get("/v1/floe/vocab", headers=auth).status_code == 200  # built once per server, not per open
-    open_ms(b"A warm-up question.")
+    client.delete(f"/v1/floe/sessions/{open_ms(b'A warm-up question.')[1]}", headers=auth)
     cold, cached, after = [], [], []
     for p in prompts:
         backend.reset()
         backend.saved = type(backend.saved)(backend.saved.budget_bytes)  # nothing saved: the entry is cold
-        cold.append(open_ms(p)[0])
+        ms, first = open_ms(p)
+        cold.append(ms)
         ms, sid = open_ms(p[::-1])  # another prompt, same entry: the entry comes from the cache
         cached.append(ms)
         t = time.perf_counter()
         assert client.post(f"/v1/floe/sessions/{sid}/step", json={"k": 8}, headers=auth).status_code == 200
         after.append((time.perf_counter() - t) * 1e3)
+        for done in (first, sid):
+            client.delete(f"/v1/floe/sessions/{done}", headers=auth)
     n_prompt = len(backend.tokenize(prompts[0], add_bos=False))
     n_entry = len(backend.tokenize(ENTRY.encode()))
     return [f"| open: entry ({n_entry} tokens) and prompt ({n_prompt}), nothing cached | "
