@@ -151,6 +151,19 @@ def test_main_reports_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert e.value.code == 2
 
 
+def test_demo_pace_takes_a_factor_or_none(capsys: pytest.CaptureFixture[str]) -> None:
+    from floe_edge.cli import build_parser
+    from floe_edge.demo import DEMO_PACE
+
+    parse = build_parser().parse_args
+    assert parse(["demo"]).pace == DEMO_PACE and parse(["demo", "--pace", "none"]).pace is None
+    assert parse(["demo", "--pace", "1.5"]).pace == 1.5
+    for bad in ("0.5", "fast"):
+        with pytest.raises(SystemExit) as e:
+            parse(["demo", "--pace", bad])
+        assert e.value.code == 2 and "--pace" in capsys.readouterr().err
+
+
 def test_resolve_model(tmp_path: Path) -> None:
     from floe_edge import models
 
