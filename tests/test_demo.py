@@ -112,3 +112,22 @@ def test_floe_demo_own_question(smollm2_path: Path, tmp_path: Path) -> None:
     assert all(r["expected"] is None and r["exact"] is None and r["teacher_forced_top1"] is None and r["tokens"] <= 4
                for r in rows)
     assert rows[0]["prompt"] == "User: When is my haircut?\nAssistant:" and out["privacy"]["ok"]
+
+
+def test_the_summary_shows_each_way_against_edge_only() -> None:
+    """The demo's latency claim is read off the table: each way's median over edge-only's."""
+    from rich.console import Console
+
+    from floe_edge.demo.show import Row, summary
+    from floe_edge.evaluation.greedy import Answer
+
+    def row(q: int, way: str, ms: float) -> Row:
+        return Row(q, way, "qa", None, "p", "e", Answer("e", True, ms, 10, 0, 0.5, 100, 100))
+
+    times = {"edge-only": (100, 120, 140), "cloud-only": (500, 520, 540), "floe": (150, 180, 420)}
+    console = Console(record=True, width=200)
+    summary(console, [row(q, w, ms[q]) for w, ms in times.items() for q in range(3)], "t")
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in console.export_text().splitlines()
+             if line.startswith("│ ")]
+    assert [c[:4] for c in cells] == [["edge-only", "3/3", "120", "1.0x"], ["cloud-only", "3/3", "520", "4.3x"],
+                                      ["floe", "3/3", "180", "1.5x"]]

@@ -112,18 +112,21 @@ def summary(console: Any, rows: list[Row], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, caption="exact: the answer equals the expected one (whitespace-normalized); ms: whole "
-                                   "answer, median; late: tokens past their deadline; cloud: share of tokens decided "
-                                   "with cloud evidence (mean); KB: per query, mean; top-1 tf: "
+                                   "answer, median; x edge: that median over edge-only's; late: tokens past their "
+                                   "deadline; cloud: share of tokens decided with cloud evidence (mean); KB: per "
+                                   "query, mean; top-1 tf: "
                                    "expected-answer tokens whose top-1 is right given the expected text before them")
-    for col in ("", "exact", "ms p50", "ms/tok", "late", "cloud", "KB up/down", "top-1 tf"):
+    for col in ("", "exact", "ms p50", "x edge", "ms/tok", "late", "cloud", "KB up/down", "top-1 tf"):
         t.add_column(col, justify="right", no_wrap=True)
+    edge_ms = _median([r.answer.latency_ms for r in rows if r.way == WAYS[0]])
     for way in WAYS:
         rs = [r for r in rows if r.way == way]
         if not rs:
             continue
         answers = [r.answer for r in rs]
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        t.add_row(way, _exact_cell(rs), f"{_median([a.latency_ms for a in answers]):.0f}",
+        p50 = _median([a.latency_ms for a in answers])
+        t.add_row(way, _exact_cell(rs), f"{p50:.0f}", f"{p50 / edge_ms:.1f}x" if edge_ms > 0 else "-",
                   f"{_median([a.latency_ms / max(a.tokens, 1) for a in answers]):.1f}",
                   str(sum(a.deadline_misses for a in answers)), f"{mean([a.cloud_share for a in answers]):.0%}",
                   f"{mean([a.bytes_sent for a in answers]) / 1e3:.1f}/"
