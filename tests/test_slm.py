@@ -182,6 +182,22 @@ def test_make_slm_rejects_bad_layer_count(smollm2_path: Path, tmp_path: Path) ->
     assert not list(tmp_path.iterdir())
 
 
+def test_make_slm_f32_holds_the_same_weights(smollm2_path: Path, tmp_path: Path) -> None:
+    """f32=True: every tensor dequantized (the block formats are exact in f32), the block count cut as asked."""
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import dequantize
+
+    q = gguf.GGUFReader(str(make_slm(smollm2_path, 1, tmp_path / "q.gguf")))
+    f = gguf.GGUFReader(str(make_slm(smollm2_path, 1, tmp_path / "f.gguf", f32=True)))
+    assert [t.name for t in f.tensors] == [t.name for t in q.tensors]
+    for tq, tf in zip(q.tensors, f.tensors):
+        assert tf.tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(np.asarray(tf.data), dequantize(np.asarray(tq.data), tq.tensor_type))
+    assert int(f.fields["llama.block_count"].contents()) == 1 and "general.file_type" not in f.fields
+    with NativeSLM(tmp_path / "f.gguf", n_ctx=32) as slm:
+        assert slm.eval(slm.tokenize("Hello"), logits="last").shape == (49152,)
+
+
 def test_cli_generate_json(smollm2_path: Path) -> None:
     import json
     import subprocess

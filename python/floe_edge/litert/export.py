@@ -163,9 +163,10 @@ def _check_args(gguf: Path, quant: str, n_ctx: int, prefill: Sequence[int]) -> N
 
 def export_litert(gguf: PathLike, out: PathLike, *, adapters: Sequence[tuple[PathLike, float]] = (),
                   quant: str = "int8", n_ctx: int = 1024, prefill: Sequence[int] = (32,),
-                  progress: Optional[Progress] = None) -> Sidecar:
+                  progress: Optional[Progress] = None, rotate: Optional[bool] = None) -> Sidecar:
     """Export `gguf` (with `adapters` merged, each (path, scale)) to the .tflite `out` and its sidecar; returns the
-    sidecar. The file is written to a temporary name and renamed into place: a failed export leaves no model."""
+    sidecar. The file is written to a temporary name and renamed into place: a failed export leaves no model.
+    `rotate`: rotate the residual stream (default: for int8, whose activations it is for)."""
     gguf, out = Path(gguf), Path(out)
     _check_args(gguf, quant, n_ctx, prefill)
     require_export_extra()
@@ -188,7 +189,7 @@ def export_litert(gguf: PathLike, out: PathLike, *, adapters: Sequence[tuple[Pat
     if hf.config.vocab_size != tokenizer.n_vocab:
         raise LiteRTError(f"{gguf}: the model has {hf.config.vocab_size} logits, its tokenizer "
                           f"{tokenizer.n_vocab} tokens")
-    rotated = quant == "int8"  # per-row int8 activations: spread the residual stream's outliers first
+    rotated = quant == "int8" if rotate is None else rotate  # per-row int8 activations: spread the outliers first
     if rotated:
         say("rotating the residual stream (int8 activations)")
         rotate_residual(hf)
