@@ -133,8 +133,7 @@ def section(args: argparse.Namespace, rows: list[tuple[str, str, float, float, f
         "|---|---|---:|---:|---:|",
     ]
     for name, acts, agree, diff, mb in rows:
-        lines.append(f"| {name} | {acts} | {agree:.1%} | {diff:.3f} | {mb:.0f} |" if mb else
-                     f"| {name} | {acts} | {agree:.1%} | {diff:.3f} | - |")
+        lines.append(f"| {name} | {acts} | {agree:.1%} | {diff:.3f} | {f'{mb:.0f}' if mb else '-'} |")
     return "\n".join(lines) + "\n"
 
 
