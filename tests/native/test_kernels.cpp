@@ -128,8 +128,9 @@ TEST(quantize_activations_byte_identical) {
 TEST(gemm_matches_reference_random) {
     for (const Kernels* k : simd_variants()) {
         for (QType wt : kWeightTypes) {
-            for (int64_t n : {32, 64, 96, 576, 1536}) {
-                for (int nr : {1, 2, 3, 4, 5, 7, 8, 16, 33}) {
+            // 2080: rows long enough for x86's pairs of tiles in every format, with an odd block count
+            for (int64_t n : {32, 64, 96, 576, 1536, 2080}) {
+                for (int nr : {1, 2, 3, 4, 5, 7, 8, 13, 16, 33}) {
                     for (int nc : {1, 2, 3, 4, 5, 9}) {
                         const std::vector<uint8_t> w = make_weights(wt, nr, n);
                         const std::vector<uint8_t> a = make_activations(wt, nc, n, random_floats(nc * n));
@@ -153,35 +154,34 @@ TEST(gemm_matches_reference_random) {
 
 // The tile walk stores only real rows and columns: with an output stride ldo > nr (as matmul's row chunks use),
 // the gap between columns and everything past the last column keep their values, whatever the short tiles.
-TEST(gemm_writes_only_its_outputs) {
+static void check_gemm_outputs_only(const Kernels* k, QType wt, int64_t n, int nr, int nc) {
     constexpr float kSentinel = 12345.0f;
-    const int64_t n = 64;
-    for (const Kernels* k : floe_test::kernel_variants()) {
-        for (QType wt : kWeightTypes) {
-            for (int nr : {1, 3, 5, 6, 7}) {
-                for (int nc : {1, 3, 5, 6, 9}) {
-                    const std::vector<uint8_t> w = make_weights(wt, nr, n);
-                    const std::vector<uint8_t> a = make_activations(wt, nc, n, random_floats(nc * n));
-                    const size_t ldw = row_size(wt, n), lda = row_size(type_traits(wt).activation, n);
-                    const size_t ldo = nr + 3;
-                    std::vector<float> want(nr * nc), got(ldo * nc + 4, kSentinel);
-                    kernels_ref().gemm(wt)(n, w.data(), ldw, nr, a.data(), lda, nc, want.data(), nr);
-                    k->gemm(wt)(n, w.data(), ldw, nr, a.data(), lda, nc, got.data(), ldo);
-                    for (size_t i = 0; i < got.size(); ++i) {
-                        const size_t c = i / ldo, r = i % ldo;
-                        if (c < static_cast<size_t>(nc) && r < static_cast<size_t>(nr)) {
-                            const float tol = 1e-5f * abs_dot(wt, &w[r * ldw], &a[c * lda], n) + 1e-30f;
-                            CHECK(std::fabs(got[i] - want[c * nr + r]) <= tol, "%s gemm %s nr=%d nc=%d [%zu,%zu]: %g vs %g",
-                                  k->name, type_traits(wt).name, nr, nc, r, c, got[i], want[c * nr + r]);
-                        } else {
-                            CHECK(got[i] == kSentinel, "%s gemm %s nr=%d nc=%d wrote outside its outputs at %zu",
-                                  k->name, type_traits(wt).name, nr, nc, i);
-                        }
-                    }
-                }
-            }
+    const std::vector<uint8_t> w = make_weights(wt, nr, n);
+    const std::vector<uint8_t> a = make_activations(wt, nc, n, random_floats(nc * n));
+    const size_t ldw = row_size(wt, n), lda = row_size(type_traits(wt).activation, n);
+    const size_t ldo = nr + 3;
+    std::vector<float> want(nr * nc), got(ldo * nc + 4, kSentinel);
+    kernels_ref().gemm(wt)(n, w.data(), ldw, nr, a.data(), lda, nc, want.data(), nr);
+    k->gemm(wt)(n, w.data(), ldw, nr, a.data(), lda, nc, got.data(), ldo);
+    for (size_t i = 0; i < got.size(); ++i) {
+        const size_t c = i / ldo, r = i % ldo;
+        if (c < static_cast<size_t>(nc) && r < static_cast<size_t>(nr)) {
+            const float tol = 1e-5f * abs_dot(wt, &w[r * ldw], &a[c * lda], n) + 1e-30f;
+            CHECK(std::fabs(got[i] - want[c * nr + r]) <= tol, "%s gemm %s n=%lld nr=%d nc=%d [%zu,%zu]: %g vs %g",
+                  k->name, type_traits(wt).name, static_cast<long long>(n), nr, nc, r, c, got[i], want[c * nr + r]);
+        } else {
+            CHECK(got[i] == kSentinel, "%s gemm %s n=%lld nr=%d nc=%d wrote outside its outputs at %zu", k->name,
+                  type_traits(wt).name, static_cast<long long>(n), nr, nc, i);
         }
     }
+}
+
+TEST(gemm_writes_only_its_outputs) {
+    for (const Kernels* k : floe_test::kernel_variants())
+        for (QType wt : kWeightTypes)
+            for (int64_t n : {64, 2080})  // 2080: x86's pairs of tiles (13 rows: a pair, a tile, a short tile)
+                for (int nr : {1, 3, 5, 6, 7, 13})
+                    for (int nc : {1, 3, 5, 6, 9}) check_gemm_outputs_only(k, wt, n, nr, nc);
 }
 
 // With unit scales and integer mins every partial sum is an integer below 2^24: any summation order gives the

@@ -316,67 +316,94 @@ inline BlockSums<Fmt, G, C> block_sums(const uint8_t* const w[4], const typename
     return out;
 }
 
-// acc[c] += blocks [b, b_end) of a 4-row tile, G blocks per step ((b_end - b) % G == 0).
+// acc[k][c] += blocks [b, b_end) of T 4-row tiles t[k] read side by side, G blocks per step ((b_end - b) % G == 0).
 // Software-pipelined: a block's float part is issued after the next block's integer part, so that its long
 // integer -> float -> fma dependency chain overlaps independent work (Zen1's window holds ~1.5 blocks).
-// pf is where the tile after next starts (tiles.h): those bytes are prefetched at the pace this tile is read,
-// because 4 interleaved short rows are not streams the hardware prefetcher picks up; from the first block on, else
-// the first step's bytes of every tile would miss. Into L1 for tiles of up to kPrefetchL1Bytes, into L2 beyond: a
-// tile of long rows, prefetched ahead, would leave a 32 KiB L1 again before it is read (Zen4, 1 thread: q8_0
-// 8192 x 8192 12.5 -> 23 GB/s, 49152 x 576 9.6 -> 15.8 GB/s with both changes; 8 KiB rather than 4 KiB: q8_0
-// 576 x 1536, 6.5 KiB tiles, 46 -> 37 us).
+// A tile's next pointer is where the tile it prefetches for starts (tiles.h): those bytes are prefetched at the pace
+// this tile is read, because 4 interleaved short rows are not streams the hardware prefetcher picks up; from the
+// first block on, else the first step's bytes of every tile would miss. Into L1 while the T tiles hold up to
+// kPrefetchL1Bytes, into L2 beyond: tiles of long rows, prefetched ahead, would leave a 32 KiB L1 again before they
+// are read (Zen4, 1 thread: q8_0 8192 x 8192 12.5 -> 23 GB/s, 49152 x 576 9.6 -> 15.8 GB/s with both changes; 8 KiB
+// rather than 4 KiB: q8_0 576 x 1536, 6.5 KiB tiles, 46 -> 37 us).
 constexpr size_t kPrefetchL1Bytes = 8192;
 
-template <class Fmt, int G, int C>
-inline void tile_blocks(const uint8_t* const w[4], const typename Fmt::Prep* p, int64_t b, int64_t b_end,
-                        typename Lanes<G>::F acc_out[C], const uint8_t* pf) {
+// The loops over the T tiles are unrolled by hand: GCC otherwise keeps a loop over the tiles with their block sums
+// in memory (a pair then ran slower than two single tiles).
+#define FLOE_UNROLL _Pragma("GCC unroll 4")
+
+// Always inlined, and never wrapped in a lambda: GCC takes a function made only of prefetches for one without side
+// effects, and drops its calls (it did so to a prefetch lambda here once the micro-kernel took T tiles).
+template <size_t kBytes>
+FLOE_TILE_INLINE void prefetch_bytes(const uint8_t* at, bool to_l1) {
+    for (size_t o = 0; o < kBytes; o += 64) {
+        const char* a = reinterpret_cast<const char*>(at + o);
+        if (to_l1) _mm_prefetch(a, _MM_HINT_T0);
+        else _mm_prefetch(a, _MM_HINT_T1);
+    }
+}
+
+template <class Fmt, int G, int C, int T>
+FLOE_TILE_INLINE void tile_blocks(const tiles::RowTile* t, const typename Fmt::Prep* p, int64_t b, int64_t b_end,
+                        typename Lanes<G>::F acc_out[T][C]) {
     if (b >= b_end) return;
     constexpr size_t step = 4 * sizeof(typename Fmt::W);  // tile bytes per block
-    typename Lanes<G>::F acc[C];  // local copy: stores through acc_out could alias the Prep, pinning it in memory
-    for (int c = 0; c < C; ++c) acc[c] = acc_out[c];
-    const auto add = [&](const BlockSums<Fmt, G, C>& bs) {
-        for (int c = 0; c < C; ++c) acc[c] = Fmt::accumulate(bs.s[c], bs.sc, p[c], bs.b, acc[c]);
+    typename Lanes<G>::F acc[T][C];  // local copy: stores through acc_out could alias the Prep, pinning it in memory
+    FLOE_UNROLL for (int k = 0; k < T; ++k)
+        for (int c = 0; c < C; ++c) acc[k][c] = acc_out[k][c];
+    const auto add = [&](int k, const BlockSums<Fmt, G, C>& bs) {
+        for (int c = 0; c < C; ++c) acc[k][c] = Fmt::accumulate(bs.s[c], bs.sc, p[c], bs.b, acc[k][c]);
     };
-    const bool to_l1 = (b_end - b) * step <= kPrefetchL1Bytes;
-    const auto prefetch = [&](int64_t blk) {
-        for (size_t o = 0; o < G * step; o += 64) {
-            const char* a = reinterpret_cast<const char*>(pf + blk * step + o);
-            if (to_l1) _mm_prefetch(a, _MM_HINT_T0);
-            else _mm_prefetch(a, _MM_HINT_T1);
-        }
-    };
-    prefetch(b);
-    auto prev = block_sums<Fmt, G, C>(w, p, b);
+    const bool to_l1 = T * (b_end - b) * step <= kPrefetchL1Bytes;
+    BlockSums<Fmt, G, C> prev[T];
+    FLOE_UNROLL for (int k = 0; k < T; ++k) {
+        prefetch_bytes<G * step>(t[k].next + b * step, to_l1);
+        prev[k] = block_sums<Fmt, G, C>(t[k].w, p, b);
+    }
     for (b += G; b < b_end; b += G) {
-        prefetch(b);
-        const auto cur = block_sums<Fmt, G, C>(w, p, b);
-        add(prev);
-        prev = cur;
+        FLOE_UNROLL for (int k = 0; k < T; ++k) {
+            prefetch_bytes<G * step>(t[k].next + b * step, to_l1);
+            const auto cur = block_sums<Fmt, G, C>(t[k].w, p, b);
+            add(k, prev[k]);
+            prev[k] = cur;
+        }
     }
-    add(prev);
-    for (int c = 0; c < C; ++c) acc_out[c] = acc[c];
+    FLOE_UNROLL for (int k = 0; k < T; ++k) add(k, prev[k]);
+    FLOE_UNROLL for (int k = 0; k < T; ++k)
+        for (int c = 0; c < C; ++c) acc_out[k][c] = acc[k][c];
 }
 
-// One 4-row x C-column tile (the micro-kernel of tiles.h's walk): G blocks per step, the nb % G last blocks one
-// at a time.
-template <class Fmt, int G, int C>
-inline void quant_tile(int64_t nb, const tiles::RowTile& t, const typename Fmt::Prep* p, float* out, size_t ldo) {
+// T 4-row x C-column tiles read side by side (the micro-kernel of tiles.h's walks): G blocks per step, the nb % G
+// last blocks one at a time.
+template <class Fmt, int G, int C, int T>
+FLOE_TILE_INLINE void quant_tiles(int64_t nb, const tiles::RowTile* t, const typename Fmt::Prep* p, float* out, size_t ldo) {
     const int64_t nb_main = nb / G * G;
-    typename Lanes<G>::F acc[C];
-    __m128 acc1[C];
-    for (int c = 0; c < C; ++c) acc[c] = Lanes<G>::zerof(), acc1[c] = _mm_setzero_ps();
-    tile_blocks<Fmt, G, C>(t.w, p, 0, nb_main, acc, t.next);
-    if (G > 1) tile_blocks<Fmt, 1, C>(t.w, p, nb_main, nb, acc1, t.next);
-    for (int c = 0; c < C; ++c) {
-        const __m128 v = _mm_add_ps(Lanes<G>::sum_lanes(acc[c]), acc1[c]);
-        tiles::store_rows(out + c * ldo + t.r0, v, t.rows, [](float* o, __m128 x) { _mm_storeu_ps(o, x); });
-    }
+    typename Lanes<G>::F acc[T][C];
+    __m128 acc1[T][C];
+    FLOE_UNROLL for (int k = 0; k < T; ++k)
+        for (int c = 0; c < C; ++c) acc[k][c] = Lanes<G>::zerof(), acc1[k][c] = _mm_setzero_ps();
+    tile_blocks<Fmt, G, C, T>(t, p, 0, nb_main, acc);
+    if (G > 1) tile_blocks<Fmt, 1, C, T>(t, p, nb_main, nb, acc1);
+    FLOE_UNROLL for (int k = 0; k < T; ++k)
+        for (int c = 0; c < C; ++c) {
+            const __m128 v = _mm_add_ps(Lanes<G>::sum_lanes(acc[k][c]), acc1[k][c]);
+            tiles::store_rows(out + c * ldo + t[k].r0, v, t[k].rows, [](float* o, __m128 x) { _mm_storeu_ps(o, x); });
+        }
 }
 
-// Every row tile of C prepared columns.
+// Every row tile of C prepared columns. A matvec (C = 1) whose tiles are long reads them in pairs: a tile's 4 rows
+// are then 4 streams far apart in memory (short rows, 4 of them contiguous, are one stream), and this core reads
+// more bytes per second from 8 streams than from 4 (Zen4: 28-30 vs 24-26 GB/s). Long: two tiles would pass the L1
+// prefetch rule.
 template <class Fmt, int G, int C>
 void gemm_rows(int64_t nb, const void* w, size_t ldw, int nr, const typename Fmt::Prep* p, float* out, size_t ldo) {
-    tiles::for_each_tile<C>(w, ldw, nr, C, [&](const tiles::RowTile& t, int, auto) { quant_tile<Fmt, G, C>(nb, t, p, out, ldo); });
+    const auto one = [&](const tiles::RowTile& t, auto...) { quant_tiles<Fmt, G, C, 1>(nb, &t, p, out, ldo); };
+    if constexpr (C == 1) {
+        if (2 * 4 * nb * sizeof(typename Fmt::W) > kPrefetchL1Bytes) {
+            const auto pair = [&](const tiles::RowTile* t) { quant_tiles<Fmt, G, C, 2>(nb, t, p, out, ldo); };
+            return tiles::for_each_tile_group<2>(w, ldw, nr, pair, one);
+        }
+    }
+    tiles::for_each_tile<C>(w, ldw, nr, C, one);
 }
 
 // The gemm_fn: activation columns in groups of up to 4, each prepared once and reused by every row tile.
