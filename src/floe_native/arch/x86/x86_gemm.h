@@ -414,6 +414,14 @@ template <class Fmt, int G>
                 size_t ldo) {
     const int64_t nb = n / QK;
     const size_t pb = Fmt::prep_bytes(nb);
+    // The first 8 rows: no tile before them prefetches them (tiles.h), so ask for them before preparing the
+    // activations, which then overlaps their way from DRAM (Zen4, q8_0 576 x 1536, 1 thread: 38.9 -> 38.0 us).
+    const size_t first = static_cast<size_t>(nr < 8 ? nr : 8) * ldw;
+    for (size_t o = 0; o < first; o += 64) {
+        const char* at = static_cast<const char*>(w) + o;
+        if (first <= kPrefetchL1Bytes) _mm_prefetch(at, _MM_HINT_T0);
+        else _mm_prefetch(at, _MM_HINT_T1);
+    }
     Scratch buf((nc < 4 ? nc : 4) * pb);
     tiles::for_each_column_group<4>(nc, [&](int c0, auto group) {
         constexpr int C = decltype(group)::value;
